@@ -1,0 +1,150 @@
+#include "veda/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "tile_products.h"
+#include "veda/error.h"
+#include "veda/tile_layout.h"
+
+namespace veda {
+namespace {
+
+constexpr float kNegativeInfinity = -std::numeric_limits<float>::infinity();
+
+// Online-softmax state of one query tile: running max m, running sum l, unnormalised O.
+struct TileAccumulator {
+  std::vector<float> scores, out, max, sum;
+  explicit TileAccumulator(std::int64_t padded_dim)
+      : scores(kTileTokens * kTileTokens),
+        out(static_cast<std::size_t>(kTileTokens * padded_dim), 0.0f),
+        max(kTileTokens, kNegativeInfinity),
+        sum(kTileTokens, 0.0f) {}
+
+  // scores holds s for key tile columns [0, valid_cols); turn it into p and rescale O.
+  void softmax_step(std::int64_t valid_cols, std::int64_t padded_dim) {
+    for (std::int64_t r = 0; r < kTileTokens; ++r) {
+      float* s = scores.data() + r * kTileTokens;
+      float row_max = max[r];
+      for (std::int64_t c = 0; c < valid_cols; ++c) row_max = std::max(row_max, s[c]);
+      const float alpha = max[r] == kNegativeInfinity ? 0.0f : std::exp(max[r] - row_max);
+      float row_sum = 0.0f;
+      for (std::int64_t c = 0; c < valid_cols; ++c) row_sum += s[c] = std::exp(s[c] - row_max);
+      std::fill(s + valid_cols, s + kTileTokens, 0.0f);
+      sum[r] = sum[r] * alpha + row_sum;
+      max[r] = row_max;
+      float* o = out.data() + r * padded_dim;
+      for (std::int64_t d = 0; d < padded_dim; ++d) o[d] *= alpha;
+    }
+  }
+};
+
+void check_head_operands(std::span<const float> q, std::span<const float> k,
+                         std::span<const float> v, std::int64_t dim, std::span<float> out,
+                         std::span<float> lse) {
+  const auto row = static_cast<std::size_t>(dim);
+  VEDA_CHECK(dim > 0 && !q.empty() && !k.empty() && q.size() % row == 0 && k.size() % row == 0 &&
+                 v.size() == k.size(),
+             "attention of q, k, v with ", q.size(), ", ", k.size(), ", ", v.size(),
+             " floats and head dim ", dim, "; expected [Nq, D], [Nk, D], [Nk, D]");
+  VEDA_CHECK(out.size() == q.size() && lse.size() == q.size() / row, "attention outputs of ",
+             out.size(), " and ", lse.size(), " floats; expected ", q.size(), " and ",
+             q.size() / row);
+}
+
+}  // namespace
+
+void attend_head(std::span<const float> q, std::span<const float> k, std::span<const float> v,
+                 std::int64_t dim, float scale, const std::int32_t* counts,
+                 const std::int32_t* rows, std::int64_t budget, std::span<float> out,
+                 std::span<float> lse) {
+  check_head_operands(q, k, v, dim, out, lse);
+  const detail::PaddedRows q_padded = detail::pad_rows(q, dim);
+  const detail::PaddedColumns k_transposed = detail::pad_transposed(k, dim);
+  const detail::PaddedRows v_padded = detail::pad_rows(v, dim);
+  const std::int64_t q_rows = q_padded.rows, k_rows = k_transposed.cols;
+  const std::int64_t k_tiles = k_transposed.tiles, padded_dim = q_padded.padded_dim;
+
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t i = 0; i < q_padded.tiles; ++i) {
+    TileAccumulator tile(padded_dim);
+    const std::int64_t count = counts ? counts[i] : k_tiles;
+    for (std::int64_t slot = 0; slot < count; ++slot) {
+      const std::int64_t j = counts ? rows[i * budget + slot] : slot;
+      detail::score_tile(q_padded.tile(i), k_transposed, j, scale, tile.scores.data());
+      tile.softmax_step(std::min(kTileTokens, k_rows - j * kTileTokens), padded_dim);
+      detail::accumulate_pv(tile.scores.data(), v_padded.tile(j), padded_dim, tile.out.data());
+    }
+    const std::int64_t valid_rows = std::min(kTileTokens, q_rows - i * kTileTokens);
+    for (std::int64_t r = 0; r < valid_rows; ++r) {
+      const std::int64_t n = i * kTileTokens + r;
+      const float sum = tile.sum[r];
+      // An empty list leaves sum = 0: O = 0 and lse = -inf, never 0/0.
+      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+      for (std::int64_t d = 0; d < dim; ++d)
+        out[n * dim + d] = tile.out[r * padded_dim + d] * inverse;
+      lse[n] = sum > 0.0f ? tile.max[r] + std::log(sum) : kNegativeInfinity;
+    }
+  }
+}
+
+void validate_qkv(const TokensView& q, const TokensView& k, const TokensView& v) {
+  q.validate("q");
+  k.validate("k");
+  v.validate("v");
+  VEDA_CHECK(k.batch == q.batch && v.batch == q.batch && k.heads == q.heads && v.heads == q.heads &&
+                 k.dim == q.dim && v.dim == q.dim && v.tokens == k.tokens,
+             "q [", q.batch, ", ", q.tokens, ", ", q.heads, ", ", q.dim, "], k [", k.batch, ", ",
+             k.tokens, ", ", k.heads, ", ", k.dim, "] and v [", v.batch, ", ", v.tokens, ", ",
+             v.heads, ", ", v.dim, "] do not agree; expected equal B, H, D and equal N for k, v");
+}
+
+void AttentionParams::validate() const {
+  validate_qkv(q, k, v);
+  VEDA_CHECK(std::isfinite(scale) && scale != 0.0f, "softmax scale ", scale,
+             " is not a finite non-zero number");
+  VEDA_CHECK(out != nullptr && is_floating(out_dtype), "attention output is ",
+             out ? "of dtype " : "null", out ? dtype_name(out_dtype) : "",
+             "; expected F32, F16 or BF16 memory");
+  if (index != nullptr) {
+    VEDA_CHECK(index->batch == q.batch && index->heads == q.heads &&
+                   index->q_tiles == tile_count(q.tokens) && index->k_tiles == tile_count(k.tokens),
+               "block index covers ", index->batch, " batches x ", index->heads, " heads x ",
+               index->q_tiles, " query tiles x ", index->k_tiles, " key tiles; q and k need ",
+               q.batch, " x ", q.heads, " x ", tile_count(q.tokens), " x ", tile_count(k.tokens));
+  }
+}
+
+void attention_cpu(const AttentionParams& params) {
+  params.validate();
+  const TokensView& q = params.q;
+  const std::int64_t dim = q.dim;
+  std::vector<float> out(static_cast<std::size_t>(q.tokens * dim));
+  std::vector<float> lse(static_cast<std::size_t>(q.tokens));
+  for (std::int64_t b = 0; b < q.batch; ++b) {
+    for (std::int64_t h = 0; h < q.heads; ++h) {
+      const std::vector<float> q_head = load_head(q, b, h);
+      const std::vector<float> k_head = load_head(params.k, b, h);
+      const std::vector<float> v_head = load_head(params.v, b, h);
+      const BlockIndexView* index = params.index;
+      attend_head(q_head, k_head, v_head, dim, params.scale,
+                  index ? index->counts + (b * index->heads + h) * index->q_tiles : nullptr,
+                  index ? index->row(b, h, 0) : nullptr, index ? index->budget : 0, out, lse);
+      for (std::int64_t n = 0; n < q.tokens; ++n) {
+        const std::int64_t base =
+            b * params.out_stride_batch + n * params.out_stride_token + h * params.out_stride_head;
+        for (std::int64_t d = 0; d < dim; ++d) {
+          store_from_float(params.out, params.out_dtype, base + d, out[n * dim + d]);
+        }
+        if (params.lse != nullptr) {
+          params.lse[b * params.lse_stride_batch + n * params.lse_stride_token +
+                     h * params.lse_stride_head] = lse[n];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace veda
