@@ -9,6 +9,8 @@
 #include <span>
 #include <vector>
 
+#include "veda/tokens.h"
+
 namespace veda {
 
 // q: [Nq, D], k: [Nk, D] float32. Returns lse, [Nq].
@@ -24,5 +26,20 @@ struct TileMaps {
 // lse from row_lse (same q, k, scale).
 TileMaps tile_heat_and_mass(std::span<const float> q, std::span<const float> k, std::int64_t dim,
                             float scale, std::span<const float> lse);
+
+// The oracle of every (batch, head) at once; shared by oracle_cpu and the CUDA kernels.
+struct OracleParams {
+  TokensView q;  // [B, Nq, H, D], tokens in tile-major order
+  TokensView k;  // [B, Nk, H, D]
+  float scale = 0.0f;
+  float* lse = nullptr;   // [B, H, Nq]
+  float* heat = nullptr;  // [B, H, Tq, Tk]
+  float* mass = nullptr;  // [B, H, Tq, Tk]
+
+  // Throws veda::Error naming the first inconsistent argument.
+  void validate() const;
+};
+
+void oracle_cpu(const OracleParams& params);
 
 }  // namespace veda

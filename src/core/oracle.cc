@@ -87,4 +87,33 @@ TileMaps tile_heat_and_mass(std::span<const float> q, std::span<const float> k, 
   return maps;
 }
 
+void OracleParams::validate() const {
+  q.validate("q");
+  k.validate("k");
+  VEDA_CHECK(k.batch == q.batch && k.heads == q.heads && k.dim == q.dim, "q [", q.batch, ", ",
+             q.tokens, ", ", q.heads, ", ", q.dim, "] and k [", k.batch, ", ", k.tokens, ", ",
+             k.heads, ", ", k.dim, "] do not agree; expected equal B, H and D");
+  VEDA_CHECK(std::isfinite(scale) && scale != 0.0f, "softmax scale ", scale,
+             " is not a finite non-zero number");
+  VEDA_CHECK(lse != nullptr && heat != nullptr && mass != nullptr,
+             "oracle outputs lse, heat and mass must all be given");
+}
+
+void oracle_cpu(const OracleParams& params) {
+  params.validate();
+  const TokensView& q = params.q;
+  const std::int64_t q_tiles = tile_count(q.tokens), k_tiles = tile_count(params.k.tokens);
+  for (std::int64_t b = 0; b < q.batch; ++b) {
+    for (std::int64_t h = 0; h < q.heads; ++h) {
+      const std::vector<float> q_head = load_head(q, b, h), k_head = load_head(params.k, b, h);
+      const std::vector<float> lse = row_lse(q_head, k_head, q.dim, params.scale);
+      const TileMaps maps = tile_heat_and_mass(q_head, k_head, q.dim, params.scale, lse);
+      const std::int64_t head = b * q.heads + h;
+      std::copy(lse.begin(), lse.end(), params.lse + head * q.tokens);
+      std::copy(maps.heat.begin(), maps.heat.end(), params.heat + head * q_tiles * k_tiles);
+      std::copy(maps.mass.begin(), maps.mass.end(), params.mass + head * q_tiles * k_tiles);
+    }
+  }
+}
+
 }  // namespace veda

@@ -5,16 +5,14 @@
 #include <cmath>
 #include <random>
 
+#include "cuda_test_util.h"
 #include "veda/cuda/tile_statistics.h"
 #include "veda/tile_layout.h"
 
 namespace veda {
 namespace {
 
-bool has_gpu() {
-  int devices = 0;
-  return cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0;
-}
+using testing::has_gpu;
 
 struct StatisticsCase {
   std::int64_t batch, tokens, heads, dim;

@@ -1,0 +1,19 @@
+// The oracle (row lse, tile heat and tile mass of full attention) on the GPU: the same params and
+// outputs as oracle_cpu, for calibration and evaluation at real sizes (N = 75,600, 40 heads).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "veda/oracle.h"
+
+namespace veda {
+
+// Throws veda::Error unless the GPU path handles these params: bf16 or f16 q and k, head dim 64
+// or 128, token stride a multiple of 8 elements and 16-byte aligned data.
+void check_oracle_cuda_supported(const OracleParams& params);
+
+// Two passes on `stream` (lse, then heat and mass); params' pointers are device memory. No
+// allocation, no host synchronisation. Cost: 2 x (2 Nq Nk D) tensor-core FLOP per (batch, head).
+void oracle_cuda(const OracleParams& params, cudaStream_t stream);
+
+}  // namespace veda
