@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the device machine (H200): build the root project, run the GPU tests of the
 # core kernels (tile statistics, oracle) against the CPU reference, compute-sanitizer on small
-# cases, then time the GPU oracle. Needs .devdeps/ (bench/prepare_device_deps.sh) carried.
+# cases, then time the oracle, gather and selection kernels. Needs .devdeps/ (bench/prepare_device_deps.sh) carried.
 #   bash bench/run_core_gpu_checks.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,16 +13,16 @@ echo "commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DVEDA_TOOLS=OFF \
   > "$OUT/core_configure.log" 2>&1 || { tail -30 "$OUT/core_configure.log"; exit 1; }
-cmake --build "$BUILD" -j "$(nproc)" --target veda_cuda_tests veda_oracle_bench \
+cmake --build "$BUILD" -j "$(nproc)" --target veda_cuda_tests veda_core_kernels_bench \
   > "$OUT/core_build.log" 2>&1 || { grep -E "error" -A3 "$OUT/core_build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
 timeout 300 "$BUILD/tests/cuda/veda_cuda_tests" --gtest_brief=1 2>&1 | tail -15
 tests_rc=${PIPESTATUS[0]}
 for tool in memcheck racecheck; do
   timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-    "$BUILD/tests/cuda/veda_cuda_tests" --gtest_filter='*b1_n1_*:*nq127*:*n129*' --gtest_brief=1 \
+    "$BUILD/tests/cuda/veda_cuda_tests" --gtest_filter='*b1_n1_*:*nq127*:*n129*:*grid1x1x1*:*grid3x10x21*:*tq1_*:*tq96*' --gtest_brief=1 \
     > "$OUT/core_sanitizer_$tool.log" 2>&1
   echo "compute-sanitizer $tool: rc $? $(grep -m1 'ERROR SUMMARY' "$OUT/core_sanitizer_$tool.log")"
 done
-timeout 200 "$BUILD/bench/veda_oracle_bench"
+timeout 200 "$BUILD/bench/veda_core_kernels_bench"
 exit $tests_rc

@@ -48,9 +48,9 @@ void launch(const TileStatisticsParams& params, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(tile_count(x.tokens)), static_cast<unsigned>(x.heads),
                   static_cast<unsigned>(x.batch));
   const unsigned threads = static_cast<unsigned>(x.dim < 256 ? (x.dim + 31) / 32 * 32 : 256);
-  tile_statistics_kernel<Element><<<grid, threads, 0, stream>>>(
-      static_cast<const Element*>(x.data), x.tokens, x.dim, x.stride_batch, x.stride_token,
-      x.stride_head, params.out);
+  tile_statistics_kernel<Element>
+      <<<grid, threads, 0, stream>>>(static_cast<const Element*>(x.data), x.tokens, x.dim,
+                                     x.stride_batch, x.stride_token, x.stride_head, params.out);
 }
 
 }  // namespace
@@ -60,8 +60,8 @@ void tile_statistics_cuda(const TileStatisticsParams& params, cudaStream_t strea
   VEDA_CHECK(params.out != nullptr, "tile statistics output is null");
   VEDA_CHECK(tile_count(params.x.tokens) <= 2147483647 && params.x.heads <= 65535 &&
                  params.x.batch <= 65535,
-             "tile statistics grid of ", tile_count(params.x.tokens), " tiles x ",
-             params.x.heads, " heads x ", params.x.batch,
+             "tile statistics grid of ", tile_count(params.x.tokens), " tiles x ", params.x.heads,
+             " heads x ", params.x.batch,
              " batches exceeds the launch limits (2^31-1 x 65535 x 65535)");
   switch (params.x.dtype) {
     case DType::kF32:

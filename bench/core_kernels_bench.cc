@@ -1,0 +1,147 @@
+// Times the core GPU kernels at the sizes of Wan2.1-1.3B 480p (32,760 tokens, 12 heads) and
+// Wan2.1-14B 720p (75,600 tokens, 40 heads), bf16, D = 128, B = 1:
+//   oracle      lse pass + heat/mass pass; TFLOP/s count the two Q K^T passes, 2 x 2 N^2 D
+//   gather      tile-major gather of q, k and v with statistics of q and k (three passes);
+//               GB/s count bytes read + written
+//   select@95%  projections + logits + top-k for the 95% budget, estimator parameters set
+// Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "veda/cuda/oracle.h"
+#include "veda/cuda/tile_front_end.h"
+#include "veda/selection.h"
+#include "veda/tile_layout.h"
+
+namespace {
+
+void check(cudaError_t status) {
+  if (status != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(status));
+    std::exit(1);
+  }
+}
+
+std::vector<void*> allocations;  // freed after each size
+
+template <typename T = void>
+T* device_alloc(std::size_t bytes) {
+  void* pointer = nullptr;
+  check(cudaMalloc(&pointer, bytes));
+  allocations.push_back(pointer);
+  return static_cast<T*>(pointer);
+}
+
+double median_ms(const std::function<void()>& run) {
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start));
+  check(cudaEventCreate(&stop));
+  run();  // warm-up
+  std::vector<float> times;
+  for (int repeat = 0; repeat < 5; ++repeat) {
+    check(cudaEventRecord(start));
+    run();
+    check(cudaEventRecord(stop));
+    check(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  return times[2];
+}
+
+struct Size {
+  const char* name;
+  veda::Grid grid;
+  std::int64_t heads;
+};
+
+}  // namespace
+
+int main() {
+  constexpr std::int64_t kDim = 128;
+  std::printf("%-26s %-11s %10s %12s\n", "size", "kernel", "ms", "rate");
+  for (const Size& size : {Size{"wan1.3b-480p n32760 h12", {21, 30, 52}, 12},
+                           Size{"wan14b-720p n75600 h40", {21, 45, 80}, 40}}) {
+    const std::int64_t tokens = size.grid.tokens(), heads = size.heads;
+    const std::int64_t elements = tokens * heads * kDim, tiles = veda::tile_count(tokens);
+    std::vector<std::uint16_t> host(static_cast<std::size_t>(elements));
+    std::mt19937 generator(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (auto& value : host) value = veda::float_to_bf16(normal(generator));
+    auto* q = device_alloc(host.size() * 2);
+    auto* k = device_alloc(host.size() * 2);
+    auto* v = device_alloc(host.size() * 2);
+    for (void* x : {q, k, v})
+      check(cudaMemcpy(x, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+    const auto view = [&](void* x) {
+      return veda::TokensView::contiguous(x, veda::DType::kBF16, 1, tokens, heads, kDim);
+    };
+    const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+
+    auto* lse = device_alloc<float>(static_cast<std::size_t>(heads * tokens) * 4);
+    auto* heat = device_alloc<float>(static_cast<std::size_t>(heads * tiles * tiles) * 4);
+    auto* mass = device_alloc<float>(static_cast<std::size_t>(heads * tiles * tiles) * 4);
+    const veda::OracleParams oracle{view(q), view(k), scale, lse, heat, mass};
+    const double oracle_ms = median_ms([&] { veda::oracle_cuda(oracle, nullptr); });
+    const double oracle_flop = 8.0 * static_cast<double>(tokens * tokens * kDim * heads);
+    std::printf("%-26s %-11s %10.2f %8.1f TF/s\n", size.name, "oracle", oracle_ms,
+                oracle_flop / (oracle_ms * 1e-3) / 1e12);
+
+    // Two shape groups, as a profile limited to 2 shapes per layer would have.
+    std::vector<std::int32_t> order = veda::tile_major_order(size.grid, {1, 8, 16});
+    const std::vector<std::int32_t> second = veda::tile_major_order(size.grid, {8, 4, 4});
+    order.insert(order.end(), second.begin(), second.end());
+    std::vector<std::int32_t> head_group(static_cast<std::size_t>(heads));
+    for (std::int64_t h = 0; h < heads; ++h) head_group[h] = static_cast<std::int32_t>(h % 2);
+    auto* order_device = device_alloc<std::int32_t>(order.size() * 4);
+    auto* group_device = device_alloc<std::int32_t>(head_group.size() * 4);
+    check(cudaMemcpy(order_device, order.data(), order.size() * 4, cudaMemcpyHostToDevice));
+    check(
+        cudaMemcpy(group_device, head_group.data(), head_group.size() * 4, cudaMemcpyHostToDevice));
+    void* tiled[3] = {device_alloc(host.size() * 2), device_alloc(host.size() * 2),
+                      device_alloc(host.size() * 2)};
+    const std::size_t stats_floats = static_cast<std::size_t>(heads * tiles * 3 * kDim);
+    float* stats[2] = {device_alloc<float>(stats_floats * 4),
+                       device_alloc<float>(stats_floats * 4)};
+    const double gather_ms = median_ms([&] {
+      void* inputs[3] = {q, k, v};
+      for (int x = 0; x < 3; ++x) {
+        veda::tile_gather_cuda(
+            {view(inputs[x]), order_device, 2, group_device, tiled[x], x < 2 ? stats[x] : nullptr},
+            nullptr);
+      }
+    });
+    std::printf("%-26s %-11s %10.2f %8.0f GB/s\n", size.name, "gather", gather_ms,
+                6.0 * static_cast<double>(elements) * 2 / (gather_ms * 1e-3) / 1e9);
+
+    std::vector<float> projection(static_cast<std::size_t>(heads * 3 * kDim * kDim));
+    for (float& value : projection) value = 0.01f * normal(generator);
+    auto* projection_device = device_alloc<float>(projection.size() * 4);
+    check(cudaMemcpy(projection_device, projection.data(), projection.size() * 4,
+                     cudaMemcpyHostToDevice));
+    veda::TileSelectionParams select;
+    select.q_stats = stats[0], select.k_stats = stats[1];
+    select.q_projection = select.k_projection = projection_device;
+    select.batch = 1, select.heads = heads, select.q_tiles = select.k_tiles = tiles;
+    select.dim = kDim, select.scale = scale, select.budget = veda::budget_for_sparsity(0.95, tiles);
+    select.counts = device_alloc<std::int32_t>(static_cast<std::size_t>(heads * tiles) * 4);
+    select.indices =
+        device_alloc<std::int32_t>(static_cast<std::size_t>(heads * tiles * select.budget) * 4);
+    select.workspace = device_alloc(veda::tile_selection_workspace_bytes(select));
+    const double select_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
+    std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "select@95%", select_ms,
+                static_cast<long long>(select.budget));
+    check(cudaDeviceSynchronize());
+    for (void* pointer : allocations) check(cudaFree(pointer));
+    allocations.clear();
+  }
+  return 0;
+}

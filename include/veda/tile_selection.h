@@ -1,0 +1,35 @@
+// Tile selection of every (batch, head) from per-tile statistics: the estimator's descriptors
+//   q^_i = [mean, max, min](Q_i) P_q + mean(Q_i),  k^_j likewise with P_k,
+// logits z[i, j] = scale q^_i . k^_j, then the top `budget` key tiles per query tile (own tile
+// kept), written as the block index (block_index.h). The GPU path's selection, with this CPU
+// reference; the per-head building blocks are in tile_scoring.h and selection.h.
+#pragma once
+
+#include <cstdint>
+
+namespace veda {
+
+struct TileSelectionParams {
+  const float* q_stats = nullptr;  // [B, H, Tq, 3, D]
+  const float* k_stats = nullptr;  // [B, H, Tk, 3, D]
+  // Estimator parameters per global head, [H_global, 3D, D]; nullptr = 0 (mean pooling).
+  const float* q_projection = nullptr;
+  const float* k_projection = nullptr;
+  // [H]: global head of each local head (sequence-parallel head splits); nullptr = identity.
+  const std::int32_t* global_head = nullptr;
+  std::int64_t batch = 0, heads = 0, q_tiles = 0, k_tiles = 0, dim = 0;
+  float scale = 0.0f;
+  bool keep_own_tile = true;
+  std::int64_t budget = 0;          // key tiles per query tile, 1..Tk
+  std::int32_t* counts = nullptr;   // [B, H, Tq]
+  std::int32_t* indices = nullptr;  // [B, H, Tq, budget], ascending
+  // GPU only: scratch of tile_selection_workspace_bytes(params) bytes for the descriptors.
+  void* workspace = nullptr;
+
+  void validate() const;
+};
+
+// Pointers are host memory here. Ties rank the lower tile index first.
+void tile_selection_cpu(const TileSelectionParams& params);
+
+}  // namespace veda

@@ -1,0 +1,85 @@
+#include "veda/tile_gather.h"
+
+#include <vector>
+
+#include "veda/error.h"
+#include "veda/tile_layout.h"
+#include "veda/tile_statistics.h"
+
+namespace veda {
+
+void TileGatherParams::validate() const {
+  x.validate("x");
+  VEDA_CHECK(order != nullptr && groups >= 1, "tile gather needs an order table of at least one ",
+             "shape group; got ", groups, " groups", order ? "" : " and no table");
+  VEDA_CHECK(head_group != nullptr || groups == 1, "tile gather of ", groups,
+             " shape groups needs the group of each head");
+}
+
+void tile_gather_cpu(const TileGatherParams& params) {
+  params.validate();
+  const TokensView& x = params.x;
+  const std::int64_t tokens = x.tokens, dim = x.dim, tiles = tile_count(tokens);
+  std::vector<float> tiled(static_cast<std::size_t>(tokens * dim));
+  for (std::int64_t h = 0; h < x.heads; ++h) {
+    const std::int64_t group = params.head_group ? params.head_group[h] : 0;
+    VEDA_CHECK(group >= 0 && group < params.groups, "head ", h, " is in shape group ", group,
+               "; expected 0..", params.groups - 1);
+    const std::span<const std::int32_t> order(params.order + group * tokens,
+                                              static_cast<std::size_t>(tokens));
+    for (std::int64_t b = 0; b < x.batch; ++b) {
+      gather_rows(load_head(x, b, h), order, dim, tiled);
+      const std::int64_t head = b * x.heads + h;
+      if (params.x_tiled != nullptr) {
+        for (std::int64_t e = 0; e < tokens * dim; ++e) {
+          store_from_float(params.x_tiled, x.dtype, head * tokens * dim + e, tiled[e]);
+        }
+      }
+      if (params.stats != nullptr) {
+        const std::vector<float> stats = tile_statistics(tiled, dim);
+        std::copy(stats.begin(), stats.end(), params.stats + head * tiles * 3 * dim);
+      }
+    }
+  }
+}
+
+void TileScatterParams::validate() const {
+  VEDA_CHECK(x_tiled != nullptr && out != nullptr, "tile scatter needs its input and output");
+  VEDA_CHECK(is_floating(dtype), "tile scatter of dtype ", dtype_name(dtype),
+             "; expected F32, F16 or BF16");
+  VEDA_CHECK(batch > 0 && tokens > 0 && heads > 0 && dim > 0, "tile scatter of [", batch, ", ",
+             heads, ", ", tokens, ", ", dim, "]; expected every size positive");
+  VEDA_CHECK(order != nullptr && groups >= 1 && (head_group != nullptr || groups == 1),
+             "tile scatter needs an order table and, for ", groups,
+             " shape groups, the group of each head");
+  VEDA_CHECK((lse_tiled == nullptr) == (lse == nullptr),
+             "tile scatter needs both lse_tiled and lse, or neither");
+}
+
+void tile_scatter_cpu(const TileScatterParams& params) {
+  params.validate();
+  const std::int64_t tokens = params.tokens, dim = params.dim;
+  for (std::int64_t b = 0; b < params.batch; ++b) {
+    for (std::int64_t h = 0; h < params.heads; ++h) {
+      const std::int64_t group = params.head_group ? params.head_group[h] : 0;
+      const std::int32_t* order = params.order + group * tokens;
+      const std::int64_t head = b * params.heads + h;
+      for (std::int64_t i = 0; i < tokens; ++i) {
+        const std::int64_t n = order[i];
+        const std::int64_t base =
+            b * params.out_stride_batch + n * params.out_stride_token + h * params.out_stride_head;
+        for (std::int64_t d = 0; d < dim; ++d) {
+          const float value =
+              load_as_float(params.x_tiled, params.dtype, (head * tokens + i) * dim + d);
+          store_from_float(params.out, params.dtype, base + d, value);
+        }
+        if (params.lse != nullptr) {
+          params.lse[b * params.lse_stride_batch + n * params.lse_stride_token +
+                     h * params.lse_stride_head] = params.lse_tiled[head * tokens + i];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace veda

@@ -1,0 +1,171 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+
+#include "veda/cuda/tile_front_end.h"
+#include "veda/error.h"
+#include "veda/tile_layout.h"
+#include "veda/tile_statistics.h"
+
+namespace veda {
+namespace {
+
+__device__ float to_float(float x) { return x; }
+__device__ float to_float(__half x) { return __half2float(x); }
+__device__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+struct GatherArgs {
+  const void* x;
+  std::int64_t tokens, dim, stride_batch, stride_token, stride_head;
+  const std::int32_t* order;
+  const std::int32_t* head_group;
+  void* x_tiled;
+  float* stats;
+};
+
+// Block (tile, head, batch); thread d owns channel d (and d + blockDim.x, ...).
+template <typename Element>
+__global__ void tile_gather_kernel(GatherArgs args) {
+  __shared__ std::int32_t source[kTileTokens];
+  const std::int64_t tile = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
+  const std::int64_t heads = gridDim.y, tiles = gridDim.x, dim = args.dim;
+  const std::int64_t begin = tile * kTileTokens;
+  const int rows = static_cast<int>(min(std::int64_t{kTileTokens}, args.tokens - begin));
+  const std::int64_t group = args.head_group ? args.head_group[head] : 0;
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    source[r] = args.order[group * args.tokens + begin + r];
+  }
+  __syncthreads();
+  const Element* x =
+      static_cast<const Element*>(args.x) + batch * args.stride_batch + head * args.stride_head;
+  Element* tiled = args.x_tiled ? static_cast<Element*>(args.x_tiled) +
+                                      ((batch * heads + head) * args.tokens + begin) * dim
+                                : nullptr;
+  for (std::int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+    float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
+    for (int r = 0; r < rows; ++r) {
+      const Element element = x[source[r] * args.stride_token + d];
+      if (tiled) tiled[r * dim + d] = element;
+      const float value = to_float(element);
+      sum += value;
+      max = fmaxf(max, value);
+      min = fminf(min, value);
+    }
+    if (args.stats) {
+      float* out = args.stats + ((batch * heads + head) * tiles + tile) * 3 * dim;
+      out[kTileMean * dim + d] = sum / static_cast<float>(rows);
+      out[kTileMax * dim + d] = max;
+      out[kTileMin * dim + d] = min;
+    }
+  }
+}
+
+struct ScatterArgs {
+  const void* x_tiled;
+  std::int64_t tokens, dim;
+  const std::int32_t* order;
+  const std::int32_t* head_group;
+  void* out;
+  std::int64_t out_stride_batch, out_stride_token, out_stride_head;
+  const float* lse_tiled;
+  float* lse;
+  std::int64_t lse_stride_batch, lse_stride_token, lse_stride_head;
+};
+
+// Block (tile, head, batch): each warp moves whole rows; lanes stride over the head dim.
+template <typename Element>
+__global__ void tile_scatter_kernel(ScatterArgs args) {
+  const std::int64_t tile = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
+  const std::int64_t heads = gridDim.y, dim = args.dim;
+  const std::int64_t begin = tile * kTileTokens;
+  const int rows = static_cast<int>(min(std::int64_t{kTileTokens}, args.tokens - begin));
+  const std::int64_t group = args.head_group ? args.head_group[head] : 0;
+  const std::int32_t* order = args.order + group * args.tokens + begin;
+  const std::int64_t tiled_row = (batch * heads + head) * args.tokens + begin;
+  const Element* x = static_cast<const Element*>(args.x_tiled) + tiled_row * dim;
+  Element* out =
+      static_cast<Element*>(args.out) + batch * args.out_stride_batch + head * args.out_stride_head;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int r = warp; r < rows; r += warps) {
+    const std::int64_t token = order[r];
+    for (std::int64_t d = lane; d < dim; d += 32)
+      out[token * args.out_stride_token + d] = x[r * dim + d];
+    if (args.lse != nullptr && lane == 0) {
+      args.lse[batch * args.lse_stride_batch + token * args.lse_stride_token +
+               head * args.lse_stride_head] = args.lse_tiled[tiled_row + r];
+    }
+  }
+}
+
+}  // namespace
+
+void tile_scatter_cuda(const TileScatterParams& params, cudaStream_t stream) {
+  params.validate();
+  VEDA_CHECK(
+      tile_count(params.tokens) <= 2147483647 && params.heads <= 65535 && params.batch <= 65535,
+      "tile scatter grid of ", tile_count(params.tokens), " tiles x ", params.heads, " heads x ",
+      params.batch, " batches exceeds the launch limits");
+  const ScatterArgs args{params.x_tiled,
+                         params.tokens,
+                         params.dim,
+                         params.order,
+                         params.head_group,
+                         params.out,
+                         params.out_stride_batch,
+                         params.out_stride_token,
+                         params.out_stride_head,
+                         params.lse_tiled,
+                         params.lse,
+                         params.lse_stride_batch,
+                         params.lse_stride_token,
+                         params.lse_stride_head};
+  const dim3 grid(static_cast<unsigned>(tile_count(params.tokens)),
+                  static_cast<unsigned>(params.heads), static_cast<unsigned>(params.batch));
+  switch (params.dtype) {
+    case DType::kF32:
+      tile_scatter_kernel<float><<<grid, 256, 0, stream>>>(args);
+      break;
+    case DType::kF16:
+      tile_scatter_kernel<__half><<<grid, 256, 0, stream>>>(args);
+      break;
+    case DType::kBF16:
+      tile_scatter_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(args);
+      break;
+    default:
+      break;  // rejected by validate()
+  }
+  const cudaError_t status = cudaGetLastError();
+  VEDA_CHECK(status == cudaSuccess, "tile scatter launch failed: ", cudaGetErrorString(status));
+}
+
+void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
+  params.validate();
+  const TokensView& x = params.x;
+  VEDA_CHECK(tile_count(x.tokens) <= 2147483647 && x.heads <= 65535 && x.batch <= 65535,
+             "tile gather grid of ", tile_count(x.tokens), " tiles x ", x.heads, " heads x ",
+             x.batch, " batches exceeds the launch limits");
+  const GatherArgs args{x.data,         x.tokens,      x.dim,        x.stride_batch,
+                        x.stride_token, x.stride_head, params.order, params.head_group,
+                        params.x_tiled, params.stats};
+  const dim3 grid(static_cast<unsigned>(tile_count(x.tokens)), static_cast<unsigned>(x.heads),
+                  static_cast<unsigned>(x.batch));
+  const unsigned threads = static_cast<unsigned>(x.dim < 256 ? (x.dim + 31) / 32 * 32 : 256);
+  switch (x.dtype) {
+    case DType::kF32:
+      tile_gather_kernel<float><<<grid, threads, 0, stream>>>(args);
+      break;
+    case DType::kF16:
+      tile_gather_kernel<__half><<<grid, threads, 0, stream>>>(args);
+      break;
+    case DType::kBF16:
+      tile_gather_kernel<__nv_bfloat16><<<grid, threads, 0, stream>>>(args);
+      break;
+    default:
+      break;  // rejected by validate()
+  }
+  const cudaError_t status = cudaGetLastError();
+  VEDA_CHECK(status == cudaSuccess, "tile gather launch failed: ", cudaGetErrorString(status));
+}
+
+}  // namespace veda

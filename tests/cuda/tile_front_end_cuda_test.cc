@@ -1,0 +1,178 @@
+// GPU front end (tile-major gather with statistics, estimator tile selection) against the CPU
+// references on the same inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "cuda_test_util.h"
+#include "veda/cuda/tile_front_end.h"
+#include "veda/tile_layout.h"
+
+namespace veda {
+namespace {
+
+using testing::DeviceBuffer;
+using testing::has_gpu;
+
+std::vector<float> normal_values(std::size_t count, std::uint32_t seed, float scale = 1.0f) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(generator);
+  return values;
+}
+
+struct GatherCase {
+  std::int64_t batch;
+  Grid grid;
+  std::int64_t heads, dim;
+};
+
+class TileGatherCuda : public ::testing::TestWithParam<GatherCase> {};
+
+TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  const auto [batch, grid, heads, dim] = GetParam();
+  const std::int64_t tokens = grid.tokens(), tiles = tile_count(tokens);
+  std::vector<std::uint16_t> x(static_cast<std::size_t>(batch * tokens * heads * dim));
+  const auto values = normal_values(x.size(), 3);
+  for (std::size_t n = 0; n < x.size(); ++n) x[n] = float_to_bf16(values[n]);
+  std::vector<std::int32_t> order = tile_major_order(grid, {1, 8, 16});
+  const std::vector<std::int32_t> second = tile_major_order(grid, {4, 4, 8});
+  order.insert(order.end(), second.begin(), second.end());
+  std::vector<std::int32_t> head_group(static_cast<std::size_t>(heads));
+  for (std::int64_t h = 0; h < heads; ++h) head_group[h] = static_cast<std::int32_t>(h % 2);
+
+  TileGatherParams params{TokensView::contiguous(x.data(), DType::kBF16, batch, tokens, heads, dim),
+                          order.data(), 2, head_group.data()};
+  std::vector<std::uint16_t> tiled(x.size());
+  std::vector<float> stats(static_cast<std::size_t>(batch * heads * tiles * 3 * dim));
+  params.x_tiled = tiled.data(), params.stats = stats.data();
+  tile_gather_cpu(params);
+
+  const DeviceBuffer x_device(x), order_device(order), group_device(head_group);
+  const DeviceBuffer tiled_device(tiled.size() * 2), stats_device(stats.size() * 4);
+  TileGatherParams device = params;
+  device.x.data = x_device.get(), device.order = order_device.get<std::int32_t>();
+  device.head_group = group_device.get<std::int32_t>();
+  device.x_tiled = tiled_device.get(), device.stats = stats_device.get<float>();
+  tile_gather_cuda(device, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(tiled_device.download<std::uint16_t>(), tiled);  // a permutation: bit-exact
+  const auto got = stats_device.download<float>();
+  for (std::size_t n = 0; n < stats.size(); ++n) {
+    ASSERT_NEAR(got[n], stats[n], 1e-5f * (1.0f + std::abs(stats[n]))) << "element " << n;
+  }
+
+  // Scatter the tile-major copy (and an lse made of its first channel) back to frame-major.
+  std::vector<float> lse_tiled(static_cast<std::size_t>(batch * heads * tokens));
+  for (std::size_t n = 0; n < lse_tiled.size(); ++n) lse_tiled[n] = bf16_to_float(tiled[n * dim]);
+  const DeviceBuffer lse_tiled_device(lse_tiled), back_device(x.size() * 2),
+      lse_device(lse_tiled.size() * 4);
+  const TileScatterParams scatter{tiled_device.get(),
+                                  DType::kBF16,
+                                  batch,
+                                  tokens,
+                                  heads,
+                                  dim,
+                                  order_device.get<std::int32_t>(),
+                                  2,
+                                  group_device.get<std::int32_t>(),
+                                  back_device.get(),
+                                  tokens * heads * dim,
+                                  heads * dim,
+                                  dim,
+                                  lse_tiled_device.get<float>(),
+                                  lse_device.get<float>(),
+                                  tokens * heads,
+                                  heads,
+                                  1};
+  tile_scatter_cuda(scatter, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(back_device.download<std::uint16_t>(), x);
+  const auto lse = lse_device.download<float>();
+  for (std::size_t n = 0; n < lse.size(); ++n) ASSERT_EQ(lse[n], bf16_to_float(x[n * dim])) << n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, TileGatherCuda,
+                         ::testing::Values(GatherCase{1, {1, 1, 1}, 1, 64},
+                                           GatherCase{2, {3, 10, 21}, 3, 128},
+                                           GatherCase{1, {21, 45, 16}, 4, 64}),
+                         [](const auto& test) {
+                           const GatherCase& c = test.param;
+                           return "b" + std::to_string(c.batch) + "_grid" + c.grid.str() + "_h" +
+                                  std::to_string(c.heads) + "_d" + std::to_string(c.dim);
+                         });
+
+struct SelectionCase {
+  std::int64_t batch, heads, q_tiles, k_tiles, dim, budget;
+  bool projected, keep_own_tile;
+};
+
+class TileSelectionCuda : public ::testing::TestWithParam<SelectionCase> {};
+
+TEST_P(TileSelectionCuda, MatchesCpuReferenceExactly) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  const SelectionCase c = GetParam();
+  const std::int64_t dim = c.dim, global_heads = c.heads + 2;
+  const auto q_stats =
+      normal_values(static_cast<std::size_t>(c.batch * c.heads * c.q_tiles * 3 * dim), 5);
+  const auto k_stats =
+      normal_values(static_cast<std::size_t>(c.batch * c.heads * c.k_tiles * 3 * dim), 6);
+  const auto q_projection =
+      normal_values(static_cast<std::size_t>(global_heads * 3 * dim * dim), 7, 0.05f);
+  const auto k_projection = normal_values(q_projection.size(), 8, 0.05f);
+  std::vector<std::int32_t> global_head(static_cast<std::size_t>(c.heads));
+  std::iota(global_head.rbegin(), global_head.rend(), 2);  // local h -> global heads + 1 - h
+  TileSelectionParams params;
+  params.q_stats = q_stats.data(), params.k_stats = k_stats.data();
+  params.q_projection = c.projected ? q_projection.data() : nullptr;
+  params.k_projection = c.projected ? k_projection.data() : nullptr;
+  params.global_head = global_head.data();
+  params.batch = c.batch, params.heads = c.heads, params.q_tiles = c.q_tiles;
+  params.k_tiles = c.k_tiles, params.dim = dim, params.budget = c.budget;
+  params.scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  params.keep_own_tile = c.keep_own_tile;
+  std::vector<std::int32_t> counts(static_cast<std::size_t>(c.batch * c.heads * c.q_tiles));
+  std::vector<std::int32_t> indices(counts.size() * static_cast<std::size_t>(c.budget));
+  params.counts = counts.data(), params.indices = indices.data();
+  tile_selection_cpu(params);
+
+  const DeviceBuffer q_device(q_stats), k_device(k_stats), qp_device(q_projection),
+      kp_device(k_projection), global_device(global_head);
+  const DeviceBuffer counts_device(counts.size() * 4), indices_device(indices.size() * 4);
+  const DeviceBuffer workspace(tile_selection_workspace_bytes(params));
+  TileSelectionParams device = params;
+  device.q_stats = q_device.get<float>(), device.k_stats = k_device.get<float>();
+  device.q_projection = c.projected ? qp_device.get<float>() : nullptr;
+  device.k_projection = c.projected ? kp_device.get<float>() : nullptr;
+  device.global_head = global_device.get<std::int32_t>();
+  device.counts = counts_device.get<std::int32_t>();
+  device.indices = indices_device.get<std::int32_t>();
+  device.workspace = workspace.get();
+  tile_selection_cuda(device, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(counts_device.download<std::int32_t>(), counts);
+  EXPECT_EQ(indices_device.download<std::int32_t>(), indices);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, TileSelectionCuda,
+                         ::testing::Values(SelectionCase{1, 1, 1, 1, 64, 1, false, true},
+                                           SelectionCase{2, 3, 96, 96, 128, 10, true, true},
+                                           SelectionCase{1, 2, 591, 591, 128, 30, true, true},
+                                           SelectionCase{1, 2, 50, 70, 64, 70, false, false},
+                                           SelectionCase{1, 1, 80, 20, 64, 5, true, true}),
+                         [](const auto& test) {
+                           const SelectionCase& c = test.param;
+                           return "b" + std::to_string(c.batch) + "_h" + std::to_string(c.heads) +
+                                  "_tq" + std::to_string(c.q_tiles) + "_tk" +
+                                  std::to_string(c.k_tiles) + "_d" + std::to_string(c.dim) + "_k" +
+                                  std::to_string(c.budget) +
+                                  (c.projected ? "_projected" : "_meanpool") +
+                                  (c.keep_own_tile ? "_own" : "");
+                         });
+
+}  // namespace
+}  // namespace veda
