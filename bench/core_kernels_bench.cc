@@ -4,6 +4,10 @@
 //   gather      tile-major gather of q, k and v with statistics of q and k (three passes);
 //               GB/s count bytes read + written
 //   select@95%  projections + logits + top-k for the 95% budget, estimator parameters set
+//   dense       attention_cuda without an index (the in-run baseline; bench/RESULTS.md has its
+//               ratio to cuDNN from the attention benchmark)
+//   plan@S      the whole SparseAttentionPlan::run at sparsity S (gather, selection, sparse
+//               attention, scatter), with its speedup over `dense`
 // Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
 #include <cuda_runtime_api.h>
 
@@ -14,7 +18,10 @@
 #include <random>
 #include <vector>
 
+#include "veda/attention.h"
+#include "veda/cuda/attention.h"
 #include "veda/cuda/oracle.h"
+#include "veda/cuda/sparse_attention_plan.h"
 #include "veda/cuda/tile_front_end.h"
 #include "veda/selection.h"
 #include "veda/tile_layout.h"
@@ -139,6 +146,35 @@ int main() {
     const double select_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
     std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "select@95%", select_ms,
                 static_cast<long long>(select.budget));
+
+    auto* out = device_alloc(host.size() * 2);
+    veda::AttentionParams dense;
+    dense.q = view(q), dense.k = view(k), dense.v = view(v), dense.scale = scale;
+    dense.out = out, dense.out_dtype = veda::DType::kBF16;
+    dense.out_stride_batch = tokens * heads * kDim, dense.out_stride_token = heads * kDim;
+    dense.out_stride_head = kDim;
+    const double dense_ms = median_ms([&] { veda::attention_cuda(dense, nullptr); });
+    std::printf("%-26s %-11s %10.2f %8.1f TF/s\n", size.name, "dense", dense_ms,
+                oracle_flop / 2 / (dense_ms * 1e-3) / 1e12);
+    for (const double sparsity : {0.9, 0.95}) {
+      veda::SparseLayerSettings settings;
+      settings.grid = size.grid, settings.heads = heads, settings.dim = kDim;
+      settings.head_tiles = {{1, 8, 16}, {8, 4, 4}};
+      settings.head_tiles.resize(static_cast<std::size_t>(heads), settings.head_tiles[0]);
+      for (std::int64_t h = 1; h < heads; h += 2) settings.head_tiles[h] = {8, 4, 4};
+      settings.sparsity = sparsity;
+      settings.q_projection = settings.k_projection = projection_device;
+      const veda::SparseAttentionPlan plan(settings);
+      void* workspace = device_alloc(plan.workspace_bytes());
+      const double plan_ms = median_ms([&] {
+        plan.run(view(q), view(k), view(v), out, nullptr, workspace, plan.workspace_bytes(),
+                 nullptr);
+      });
+      char label[16];
+      std::snprintf(label, sizeof(label), "plan@%.0f%%", sparsity * 100);
+      std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, label, plan_ms,
+                  dense_ms / plan_ms);
+    }
     check(cudaDeviceSynchronize());
     for (void* pointer : allocations) check(cudaFree(pointer));
     allocations.clear();

@@ -1,8 +1,6 @@
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cfloat>
 
+#include "element_type.cuh"
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
 #include "veda/tile_layout.h"
@@ -11,9 +9,7 @@
 namespace veda {
 namespace {
 
-__device__ float to_float(float x) { return x; }
-__device__ float to_float(__half x) { return __half2float(x); }
-__device__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+using cuda_detail::to_float;
 
 struct GatherArgs {
   const void* x;
@@ -54,7 +50,7 @@ __global__ void tile_gather_kernel(GatherArgs args) {
     }
     if (args.stats) {
       float* out = args.stats + ((batch * heads + head) * tiles + tile) * 3 * dim;
-      out[kTileMean * dim + d] = sum / static_cast<float>(rows);
+      out[kTileMean * dim + d] = sum * (1.0f / static_cast<float>(rows));  // as the CPU does
       out[kTileMax * dim + d] = max;
       out[kTileMin * dim + d] = min;
     }
@@ -122,19 +118,9 @@ void tile_scatter_cuda(const TileScatterParams& params, cudaStream_t stream) {
                          params.lse_stride_head};
   const dim3 grid(static_cast<unsigned>(tile_count(params.tokens)),
                   static_cast<unsigned>(params.heads), static_cast<unsigned>(params.batch));
-  switch (params.dtype) {
-    case DType::kF32:
-      tile_scatter_kernel<float><<<grid, 256, 0, stream>>>(args);
-      break;
-    case DType::kF16:
-      tile_scatter_kernel<__half><<<grid, 256, 0, stream>>>(args);
-      break;
-    case DType::kBF16:
-      tile_scatter_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(args);
-      break;
-    default:
-      break;  // rejected by validate()
-  }
+  cuda_detail::dispatch_floating(params.dtype, [&](auto element) {
+    tile_scatter_kernel<decltype(element)><<<grid, 256, 0, stream>>>(args);
+  });
   const cudaError_t status = cudaGetLastError();
   VEDA_CHECK(status == cudaSuccess, "tile scatter launch failed: ", cudaGetErrorString(status));
 }
@@ -151,19 +137,9 @@ void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(tile_count(x.tokens)), static_cast<unsigned>(x.heads),
                   static_cast<unsigned>(x.batch));
   const unsigned threads = static_cast<unsigned>(x.dim < 256 ? (x.dim + 31) / 32 * 32 : 256);
-  switch (x.dtype) {
-    case DType::kF32:
-      tile_gather_kernel<float><<<grid, threads, 0, stream>>>(args);
-      break;
-    case DType::kF16:
-      tile_gather_kernel<__half><<<grid, threads, 0, stream>>>(args);
-      break;
-    case DType::kBF16:
-      tile_gather_kernel<__nv_bfloat16><<<grid, threads, 0, stream>>>(args);
-      break;
-    default:
-      break;  // rejected by validate()
-  }
+  cuda_detail::dispatch_floating(x.dtype, [&](auto element) {
+    tile_gather_kernel<decltype(element)><<<grid, threads, 0, stream>>>(args);
+  });
   const cudaError_t status = cudaGetLastError();
   VEDA_CHECK(status == cudaSuccess, "tile gather launch failed: ", cudaGetErrorString(status));
 }

@@ -1,8 +1,6 @@
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cfloat>
 
+#include "element_type.cuh"
 #include "veda/cuda/tile_statistics.h"
 #include "veda/error.h"
 #include "veda/tile_layout.h"
@@ -10,9 +8,7 @@
 namespace veda {
 namespace {
 
-__device__ float to_float(float x) { return x; }
-__device__ float to_float(__half x) { return __half2float(x); }
-__device__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+using cuda_detail::to_float;
 
 // One block per (tile, head, batch); thread d reduces channel d over the tile's <= 128 tokens,
 // so each token row is one coalesced load across the block. Memory-bound: N*H*D elements in,
@@ -36,7 +32,7 @@ __global__ void tile_statistics_kernel(const Element* __restrict__ x, std::int64
       max = fmaxf(max, value);
       min = fminf(min, value);
     }
-    tile_out[kTileMean * dim + d] = sum / static_cast<float>(end - begin);
+    tile_out[kTileMean * dim + d] = sum * (1.0f / static_cast<float>(end - begin));
     tile_out[kTileMax * dim + d] = max;
     tile_out[kTileMin * dim + d] = min;
   }
@@ -63,19 +59,8 @@ void tile_statistics_cuda(const TileStatisticsParams& params, cudaStream_t strea
              "tile statistics grid of ", tile_count(params.x.tokens), " tiles x ", params.x.heads,
              " heads x ", params.x.batch,
              " batches exceeds the launch limits (2^31-1 x 65535 x 65535)");
-  switch (params.x.dtype) {
-    case DType::kF32:
-      launch<float>(params, stream);
-      break;
-    case DType::kF16:
-      launch<__half>(params, stream);
-      break;
-    case DType::kBF16:
-      launch<__nv_bfloat16>(params, stream);
-      break;
-    default:
-      break;  // rejected by validate()
-  }
+  cuda_detail::dispatch_floating(params.x.dtype,
+                                 [&](auto element) { launch<decltype(element)>(params, stream); });
   const cudaError_t status = cudaGetLastError();
   VEDA_CHECK(status == cudaSuccess, "tile statistics launch failed: ", cudaGetErrorString(status));
 }

@@ -1,0 +1,87 @@
+// Internal device helpers shared by the portable and the Hopper attention kernels: element
+// traits, the per-(batch, head, query tile) key-tile list, and the output/lse stores.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "attention_launch.h"
+
+namespace veda::attention_detail {
+
+template <DType kType>
+struct ElementTraits;
+
+template <>
+struct ElementTraits<DType::kBF16> {
+  using Element = __nv_bfloat16;
+  // Two floats -> one 32-bit register of two elements (lower address in the low half).
+  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&pair);
+  }
+};
+
+template <>
+struct ElementTraits<DType::kF16> {
+  using Element = __half;
+  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
+    __half2 pair = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&pair);
+  }
+};
+
+// The key tiles of one (batch, head, query tile): `count` entries of `rows`, or all tiles.
+struct TileList {
+  const std::int32_t* rows;  // nullptr: dense, tile j is j
+  int count;
+
+  __device__ __forceinline__ int tile(int j) const { return rows ? __ldg(rows + j) : j; }
+};
+
+__device__ __forceinline__ TileList tile_list(const AttentionLaunch& p, int b, int h, int q_tile) {
+  if (p.counts == nullptr) return {nullptr, p.k_tiles};
+  const std::int64_t slot = (static_cast<std::int64_t>(b) * p.heads + h) * p.q_tiles + q_tile;
+  return {p.rows + slot * p.budget, __ldg(p.counts + slot)};
+}
+
+// Stores two adjacent output elements (columns col, col + 1) of row `token`.
+__device__ __forceinline__ void store_out_pair(const AttentionLaunch& p, int b, int token, int h,
+                                               int col, float x0, float x1) {
+  const std::int64_t offset =
+      b * p.out_stride_batch + token * p.out_stride_token + h * p.out_stride_head + col;
+  switch (p.out_dtype) {
+    case DType::kF32:
+      *reinterpret_cast<float2*>(static_cast<float*>(p.out) + offset) = make_float2(x0, x1);
+      break;
+    case DType::kBF16:
+      *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + offset) =
+          __floats2bfloat162_rn(x0, x1);
+      break;
+    default:  // kF16; can_implement admits no other
+      *reinterpret_cast<__half2*>(static_cast<__half*>(p.out) + offset) = __floats2half2_rn(x0, x1);
+      break;
+  }
+}
+
+__device__ __forceinline__ void store_lse(const AttentionLaunch& p, int b, int token, int h,
+                                          float value) {
+  if (p.lse == nullptr) return;
+  p.lse[b * p.lse_stride_batch + token * p.lse_stride_token + h * p.lse_stride_head] = value;
+}
+
+// Row statistics of the online softmax, in units of raw scores: m = running max of s q.k / s,
+// kept as max of q.k; l = running sum of exp2((q.k - m) * scale_log2) (partial per thread until
+// the final quad reduction).
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+}  // namespace veda::attention_detail

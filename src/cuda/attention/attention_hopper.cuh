@@ -1,0 +1,522 @@
+// Hopper (sm_90a) block-sparse attention forward: TMA + wgmma, warp-specialised, persistent.
+//
+// Design notes
+// ------------
+// Building blocks: our own one-instruction PTX wrappers (hopper_ptx.cuh) rather than CUTLASS/CuTe.
+//   Why: the kernel needs six instruction kinds (mbarrier, cp.async.bulk.tensor, wgmma SS and RS,
+//   setmaxnreg, fences), ~150 lines of wrappers; CuTe would add a pinned third-party header tree
+//   (nvidia-cutlass 4.x from PyPI) to every build, including CI's 2-core machine where CuTe-heavy
+//   translation units take minutes each, and the layouts here are fixed (128-byte swizzle,
+//   128-token tiles), so CuTe's layout algebra buys little. CCCL's cuda::ptx would cover most
+//   wrappers but not the wgmma operand lists, so we keep one style throughout.
+//
+// Work: one item = (batch b, head h, query tile i); items are numbered head-major
+//   item = (b * H + h) * Tq + i, so the ~132 CTAs in flight work on neighbouring query tiles of
+//   one head and share its K/V in L2 (Wan-14B 720p: K+V of one head = 75,600 x 128 x 2 x 2 B =
+//   38.7 MB, under the 60 MB L2). Persistent grid of min(items, SMs) CTAs, item += gridDim.x.
+//
+// CTA = 3 warpgroups (384 threads), one CTA per SM (__launch_bounds__(384, 1)):
+//   WG0 producer: one thread issues every TMA load (Q tile, then K[idx], V[idx] of each listed
+//       key tile); setmaxnreg 40 so the consumers can take 232 (128 x 40 + 256 x 232 = 64,512
+//       of the 65,536 registers).
+//   WG1, WG2 consumers: query rows 0-63 and 64-127 of the tile. Per key tile:
+//       S[64 x 128] = Q K^T       wgmma m64n128k16 SS (A = Q, B = K, both K-major in smem), D/16
+//                                 instructions; fp32 accumulators, 64 registers.
+//       online softmax in registers (exp2, scale folded into one FMA), P rounded to bf16/f16.
+//       O[64 x D] += P V          wgmma m64nDk16 RS (A = P from registers, B = V in smem read
+//                                 transposed, MN-major), 8 instructions; D/2 registers.
+//   D = 128: software-pipelined (FlashAttention-3's intra-warpgroup overlap): iteration j
+//       issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} together and runs softmax(S_j) while the
+//       second GEMM runs; plus pingpong: the two consumer warpgroups take turns issuing GEMMs
+//       (named barriers 1 and 2), so one's softmax hides under the other's GEMMs.
+//   D = 64: the sequential loop (S_j, softmax, P_j V_j), which measured faster at high
+//       sparsity; the choice is HopperTile::kOverlapSoftmax / kPingpong, from measurements.
+//   Empty list: O = 0, lse = -inf. Keys past N in the last tile: TMA reads zeros, scores masked
+//   to -inf. Query rows past N: computed on zeros, not stored.
+//
+// Shared memory (1024-byte aligned; 128-byte swizzle atoms are 8 rows x 128 B):
+//   a "tile" = 128 tokens x D, stored as D/64 panels of [128 rows][64 elements] (16 KB each);
+//   Q: 1 tile; K and V: 3 stages of one tile each; then the mbarriers.
+//   D = 128: 32 KB x (1 + 2 x 3) = 224 KB (of 227).  D = 64: 16 KB x 7 = 112 KB.
+// Barriers: q_full (TMA tx), q_empty (8 consumer warps), k_full[s], v_full[s] (TMA tx; separate
+//   so QK^T starts before V lands), kv_empty[s] (8 consumer warps). Phases are tracked by a
+//   running stage counter shared by producer and consumers (both walk the same items and lists).
+//
+// Where the remaining time goes (bench/RESULTS.md): a fixed cost of ~5.6 us per item (query
+// tile) at D = 128, ~2.8 key tiles' worth: the Q load after the previous item releases Q, the
+// pipeline prologue (S_0 and its softmax with no GEMM to hide under) and drain (last P V), and
+// the epilogue's direct global stores. It is 8.5% of the time at 95% sparsity (30 tiles per
+// row), 1% dense. Not done: a second Q buffer (no shared memory left at 3 stages), epilogue
+// through shared memory + TMA store, overlapping one item's epilogue with the next's prologue.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention_common.cuh"
+#include "attention_launch.h"
+#include "attention_tma.h"
+#include "hopper_ptx.cuh"
+
+// A/B switch for timing runs only (bench/run_variants.sh): 1 prefetches the next item's Q tile
+// into L2 when the current one is loaded.
+#ifndef VEDA_ATTENTION_Q_PREFETCH
+#define VEDA_ATTENTION_Q_PREFETCH 0
+#endif
+
+namespace veda::attention_detail {
+
+template <int kDim>
+struct HopperTile {
+  static constexpr int kPanels = kDim / 64;                 // 64-element (128-byte) panels
+  static constexpr int kPanelBytes = kTileTokens * 128;     // 128 rows x 128 B = 16 KB
+  static constexpr int kTileBytes = kPanels * kPanelBytes;  // one 128-token tile of Q, K or V
+  // Three K/V stages: D = 128 takes 32 KB x 7 = 224 KB of the 227 KB; D = 64 112 KB. With the
+  // software-pipelined loop a stage is freed only halfway through the next tile, so two stages
+  // left the loads exposed (run 2 in bench/RESULTS.md: 389 -> 460 TFLOP/s dense at D = 128).
+  static constexpr int kStages = 3;
+  // Measured choices (bench/RESULTS.md, run 2, N = 75,600): at D = 128 the software-pipelined
+  // loop with pingpong reaches 96% of cuDNN dense (sequential, no pingpong: 93%); at D = 64 the
+  // sequential loop without pingpong is faster at high sparsity (95%: 379 vs 361 TFLOP/s).
+  static constexpr bool kOverlapSoftmax = kDim == 128;
+  static constexpr bool kPingpong = kDim == 128;
+  static constexpr int kThreads = 384;
+  static constexpr int kConsumerWarps = 8;
+  static constexpr int kBarrierBytes = 8 * (2 + 3 * kStages);
+  static constexpr int kSmemBytes = kTileBytes * (1 + 2 * kStages) + kBarrierBytes + 1024;
+};
+
+template <DType kType, int kDim>
+struct HopperMma;
+
+template <>
+struct HopperMma<DType::kBF16, 128> {
+  static __device__ __forceinline__ void qk(float (&d)[64], std::uint64_t a, std::uint64_t b,
+                                            int accumulate) {
+    sm90::wgmma_ss_m64n128k16_bf16(d, a, b, accumulate);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[64], const std::uint32_t (&a)[4],
+                                            std::uint64_t b) {
+    sm90::wgmma_rs_m64n128k16_bf16(d, a, b, 1);
+  }
+};
+template <>
+struct HopperMma<DType::kBF16, 64> {
+  static __device__ __forceinline__ void qk(float (&d)[64], std::uint64_t a, std::uint64_t b,
+                                            int accumulate) {
+    sm90::wgmma_ss_m64n128k16_bf16(d, a, b, accumulate);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[32], const std::uint32_t (&a)[4],
+                                            std::uint64_t b) {
+    sm90::wgmma_rs_m64n64k16_bf16(d, a, b, 1);
+  }
+};
+template <>
+struct HopperMma<DType::kF16, 128> {
+  static __device__ __forceinline__ void qk(float (&d)[64], std::uint64_t a, std::uint64_t b,
+                                            int accumulate) {
+    sm90::wgmma_ss_m64n128k16_f16(d, a, b, accumulate);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[64], const std::uint32_t (&a)[4],
+                                            std::uint64_t b) {
+    sm90::wgmma_rs_m64n128k16_f16(d, a, b, 1);
+  }
+};
+template <>
+struct HopperMma<DType::kF16, 64> {
+  static __device__ __forceinline__ void qk(float (&d)[64], std::uint64_t a, std::uint64_t b,
+                                            int accumulate) {
+    sm90::wgmma_ss_m64n128k16_f16(d, a, b, accumulate);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[32], const std::uint32_t (&a)[4],
+                                            std::uint64_t b) {
+    sm90::wgmma_rs_m64n64k16_f16(d, a, b, 1);
+  }
+};
+
+// (b, h, query tile) of a head-major item number.
+struct HopperItem {
+  int b, h, q_tile;
+};
+__device__ __forceinline__ HopperItem decode_item(const AttentionLaunch& p, int item) {
+  const int bh = item / p.q_tiles;
+  return {bh / p.heads, bh % p.heads, item % p.q_tiles};
+}
+
+template <DType kType, int kDim>
+__global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
+    attention_hopper_kernel(const __grid_constant__ AttentionLaunch p,
+                            const __grid_constant__ CUtensorMap q_map,
+                            const __grid_constant__ CUtensorMap k_map,
+                            const __grid_constant__ CUtensorMap v_map) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tile = HopperTile<kDim>;
+  using Mma = HopperMma<kType, kDim>;
+  using namespace sm90;
+  constexpr int kStages = Tile::kStages;
+
+  extern __shared__ unsigned char smem_raw[];
+  // 128-byte swizzle atoms need 1024-byte alignment; dynamic smem guarantees only 16.
+  const std::uint32_t smem_base = (smem_address(smem_raw) + 1023u) & ~1023u;
+  const std::uint32_t q_smem = smem_base;
+  const std::uint32_t k_smem = q_smem + Tile::kTileBytes;              // + stage * kTileBytes
+  const std::uint32_t v_smem = k_smem + kStages * Tile::kTileBytes;    // + stage * kTileBytes
+  const std::uint32_t barriers = v_smem + kStages * Tile::kTileBytes;  // 8 bytes each
+  const std::uint32_t q_full = barriers;
+  const std::uint32_t q_empty = barriers + 8;
+  auto k_full = [&](int stage) { return barriers + 16 + 8 * stage; };
+  auto v_full = [&](int stage) { return barriers + 16 + 8 * (kStages + stage); };
+  auto kv_empty = [&](int stage) { return barriers + 16 + 8 * (2 * kStages + stage); };
+
+  if (threadIdx.x == 0) {
+    mbarrier_init(q_full, 1);
+    mbarrier_init(q_empty, Tile::kConsumerWarps);
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(k_full(s), 1);
+      mbarrier_init(v_full(s), 1);
+      mbarrier_init(kv_empty(s), Tile::kConsumerWarps);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int items = p.batch * p.heads * p.q_tiles;
+  const int warpgroup = threadIdx.x / 128;
+
+  if (warpgroup == 0) {
+    // ---------------- producer ----------------
+    setmaxnreg_dec<40>();
+    if (threadIdx.x != 0) return;
+    prefetch_tensor_map(&q_map);
+    prefetch_tensor_map(&k_map);
+    prefetch_tensor_map(&v_map);
+    int stage = 0;
+    std::uint32_t phase = 0;
+    int round = 0;
+    for (int item = blockIdx.x; item < items; item += gridDim.x, ++round) {
+      const HopperItem it = decode_item(p, item);
+      const TileList list = tile_list(p, it.b, it.h, it.q_tile);
+      // The consumers release Q after their last QK^T of the previous item.
+      mbarrier_wait(q_empty, (round & 1) ^ 1);
+      mbarrier_arrive_expect_tx(q_full, Tile::kTileBytes);
+#pragma unroll
+      for (int panel = 0; panel < Tile::kPanels; ++panel) {
+        tma_load_4d(q_smem + panel * Tile::kPanelBytes, &q_map, q_full, panel * 64,
+                    it.q_tile * kTileTokens, it.h, it.b);
+      }
+      if constexpr (VEDA_ATTENTION_Q_PREFETCH != 0) {
+        if (item + static_cast<int>(gridDim.x) < items) {
+          const HopperItem next = decode_item(p, item + gridDim.x);
+#pragma unroll
+          for (int panel = 0; panel < Tile::kPanels; ++panel) {
+            tma_prefetch_l2_4d(&q_map, panel * 64, next.q_tile * kTileTokens, next.h, next.b);
+          }
+        }
+      }
+      for (int j = 0; j < list.count; ++j) {
+        const int key0 = list.tile(j) * kTileTokens;
+        mbarrier_wait(kv_empty(stage), phase ^ 1);
+        mbarrier_arrive_expect_tx(k_full(stage), Tile::kTileBytes);
+#pragma unroll
+        for (int panel = 0; panel < Tile::kPanels; ++panel) {
+          tma_load_4d(k_smem + stage * Tile::kTileBytes + panel * Tile::kPanelBytes, &k_map,
+                      k_full(stage), panel * 64, key0, it.h, it.b);
+        }
+        mbarrier_arrive_expect_tx(v_full(stage), Tile::kTileBytes);
+#pragma unroll
+        for (int panel = 0; panel < Tile::kPanels; ++panel) {
+          tma_load_4d(v_smem + stage * Tile::kTileBytes + panel * Tile::kPanelBytes, &v_map,
+                      v_full(stage), panel * 64, key0, it.h, it.b);
+        }
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
+  // ---------------- consumers ----------------
+  setmaxnreg_inc<232>();
+  const int consumer = warpgroup - 1;       // query rows 64 * consumer .. + 63
+  const int warp = (threadIdx.x / 32) % 4;  // warp inside the warpgroup: 16 rows each
+  const int lane = threadIdx.x % 32;
+  const std::uint32_t q_rows = q_smem + consumer * 64 * 128;  // 64 rows x 128 B, 1024-aligned
+  int stage = 0;
+  std::uint32_t phase = 0;
+  int round = 0;
+
+  // Pingpong: named barrier 1 + c is consumer c's turn to issue GEMMs (256 = both warpgroups:
+  // 128 waiting + 128 arriving). Both warpgroups issue the same number of GEMM batches (they
+  // share every item and list), so turns alternate strictly; consumer 1 opens the first turn.
+  auto take_turn = [&]() {
+    if constexpr (Tile::kPingpong) named_barrier_sync(1 + consumer, 256);
+  };
+  auto pass_turn = [&]() {
+    if constexpr (Tile::kPingpong) named_barrier_arrive(2 - consumer, 256);
+  };
+  if (consumer == 1) pass_turn();
+
+  for (int item = blockIdx.x; item < items; item += gridDim.x, ++round) {
+    const HopperItem it = decode_item(p, item);
+    const TileList list = tile_list(p, it.b, it.h, it.q_tile);
+
+    float o[kDim / 2];  // O[64 x D]: d[4n + 2i + e] = O[16 warp + lane/4 + 8i][8n + 2(lane%4) + e]
+#pragma unroll
+    for (int r = 0; r < kDim / 2; ++r) o[r] = 0.0f;
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.0f, 0.0f};
+
+    mbarrier_wait(q_full, round & 1);
+    if (list.count == 0) {
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(q_empty);
+    }
+
+    // Software pipeline inside the warpgroup (FlashAttention-3's intra-warpgroup overlap):
+    // iteration j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, waits for S_j
+    // only, and runs softmax(S_j) on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
+    // O is rescaled to the new running max once that GEMM has landed.
+    float s[64];             // S_j [64 x 128]: same layout as o, 16 groups of 8 keys
+    std::uint32_t pf[8][4];  // P_{j-1} as RS A fragments, k step kk = keys 16 kk .. + 15
+    float rescale[2];
+    int previous_stage = 0;
+    std::uint32_t previous_phase = 0;
+
+    auto issue_qk = [&](int tile_stage) {
+#pragma unroll
+      for (int kk = 0; kk < kDim / 16; ++kk) {
+        // k step kk: panel kk / 4, 32 bytes (16 elements) per step inside the 128-byte row.
+        const std::uint32_t offset = (kk / 4) * Tile::kPanelBytes + (kk % 4) * 32;
+        Mma::qk(s, smem_descriptor(q_rows + offset, 16, 1024),
+                smem_descriptor(k_smem + tile_stage * Tile::kTileBytes + offset, 16, 1024), kk > 0);
+      }
+      wgmma_commit();
+    };
+    auto issue_pv = [&](int tile_stage) {
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) {
+        // V is [keys][D] (D contiguous): B of P V is MN-major. 8 keys x 128 B per 1024-byte
+        // group (stride 1024), panels of 64 channels 16 KB apart (leading offset), 16 keys =
+        // 2048 bytes per k step.
+        Mma::pv(o, pf[kk],
+                smem_descriptor(v_smem + tile_stage * Tile::kTileBytes + kk * 2048,
+                                Tile::kPanelBytes, 1024));
+      }
+      wgmma_commit();
+    };
+    // Masks keys past N, turns s into unnormalised probabilities against the new running max,
+    // and leaves in rescale[i] the factor that moves O and the row sums to that max.
+    auto softmax = [&](int key0) {
+      if (key0 + kTileTokens > p.k_tokens) {  // the last, partial key tile
+#pragma unroll
+        for (int n = 0; n < 16; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if (key0 + 8 * n + 2 * (lane % 4) + (e & 1) >= p.k_tokens) s[4 * n + e] = -INFINITY;
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < 16; ++n) {
+          tile_max = fmaxf(tile_max, fmaxf(s[4 * n + 2 * i], s[4 * n + 2 * i + 1]));
+        }
+        const float new_max = fmaxf(row_max[i], quad_max(tile_max));
+        const float base = new_max == -INFINITY ? 0.0f : new_max * p.scale_log2;
+        rescale[i] = exp2f(row_max[i] * p.scale_log2 - base);
+        row_max[i] = new_max;
+        float sum = 0.0f;
+#pragma unroll
+        for (int n = 0; n < 16; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[4 * n + 2 * i + e];
+            x = exp2f(fmaf(x, p.scale_log2, -base));
+            sum += x;
+          }
+        }
+        row_sum[i] = row_sum[i] * rescale[i] + sum;
+      }
+    };
+    auto pack_p = [&]() {
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) {
+        pf[kk][0] = ElementTraits<kType>::pack(s[8 * kk + 0], s[8 * kk + 1]);
+        pf[kk][1] = ElementTraits<kType>::pack(s[8 * kk + 2], s[8 * kk + 3]);
+        pf[kk][2] = ElementTraits<kType>::pack(s[8 * kk + 4], s[8 * kk + 5]);
+        pf[kk][3] = ElementTraits<kType>::pack(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+    };
+    auto rescale_o = [&]() {
+#pragma unroll
+      for (int n = 0; n < kDim / 8; ++n) {
+        o[4 * n] *= rescale[0];
+        o[4 * n + 1] *= rescale[0];
+        o[4 * n + 2] *= rescale[1];
+        o[4 * n + 3] *= rescale[1];
+      }
+    };
+    auto release_stage = [&](int tile_stage) {
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(kv_empty(tile_stage));
+    };
+    auto release_q = [&]() {
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(q_empty);
+    };
+    auto advance = [&]() {
+      previous_stage = stage;
+      previous_phase = phase;
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    };
+
+    if constexpr (!Tile::kOverlapSoftmax) {
+      // Sequential loop: S_j = Q K_j^T, softmax, O += P_j V_j, each waiting for the previous.
+      for (int j = 0; j < list.count; ++j) {
+        const int key0 = list.tile(j) * kTileTokens;
+        mbarrier_wait(k_full(stage), phase);
+        take_turn();
+        wgmma_fence();
+        issue_qk(stage);
+        pass_turn();
+        wgmma_wait<0>();
+        fence_registers(s);
+        if (j == list.count - 1) release_q();
+        softmax(key0);
+        rescale_o();
+        pack_p();
+        mbarrier_wait(v_full(stage), phase);
+        fence_registers(o);
+        take_turn();
+        wgmma_fence();
+        issue_pv(stage);
+        pass_turn();
+        wgmma_wait<0>();
+        fence_registers(o);
+        release_stage(stage);
+        advance();
+      }
+    } else if (list.count > 0) {
+      // Prologue: S_0 and its softmax (O is still zero: no rescale).
+      mbarrier_wait(k_full(stage), phase);
+      take_turn();
+      wgmma_fence();
+      issue_qk(stage);
+      pass_turn();
+      wgmma_wait<0>();
+      fence_registers(s);
+      if (list.count == 1) release_q();
+      softmax(list.tile(0) * kTileTokens);
+      pack_p();
+      advance();
+    }
+    for (int j = 1; Tile::kOverlapSoftmax && j < list.count; ++j) {
+      const int key0 = list.tile(j) * kTileTokens;
+      mbarrier_wait(k_full(stage), phase);
+      mbarrier_wait(v_full(previous_stage), previous_phase);
+      fence_registers(o);
+      take_turn();
+      wgmma_fence();
+      issue_qk(stage);
+      issue_pv(previous_stage);
+      pass_turn();
+      wgmma_wait<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
+      fence_registers(s);
+      if (j == list.count - 1) release_q();
+      softmax(key0);
+      wgmma_wait<0>();  // P_{j-1} V_{j-1} has landed: its K/V stage and pf are free
+      fence_registers(o);
+      release_stage(previous_stage);
+      rescale_o();
+      pack_p();
+      advance();
+    }
+    if (Tile::kOverlapSoftmax && list.count > 0) {
+      // Epilogue of the pipeline: O += P_last V_last.
+      mbarrier_wait(v_full(previous_stage), previous_phase);
+      fence_registers(o);
+      take_turn();
+      wgmma_fence();
+      issue_pv(previous_stage);
+      pass_turn();
+      wgmma_wait<0>();
+      fence_registers(o);
+      release_stage(previous_stage);
+    }
+
+    const int row0 = it.q_tile * kTileTokens + consumer * 64 + warp * 16 + lane / 4;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float sum = quad_sum(row_sum[i]);
+      const int token = row0 + 8 * i;
+      if (token >= p.q_tokens) continue;
+      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma unroll
+      for (int n = 0; n < kDim / 8; ++n) {
+        store_out_pair(p, it.b, token, it.h, 8 * n + 2 * (lane % 4), o[4 * n + 2 * i] * inverse,
+                       o[4 * n + 2 * i + 1] * inverse);
+      }
+      if (lane % 4 == 0) {
+        store_lse(p, it.b, token, it.h, sum > 0.0f ? row_max[i] * p.scale + logf(sum) : -INFINITY);
+      }
+    }
+  }
+#else
+  // Built for an arch without wgmma: the selector never launches this; fail loudly if it does.
+  __trap();
+#endif
+}
+
+template <DType kType, int kDim>
+cudaError_t launch_attention_hopper(const AttentionLaunch& launch, cudaStream_t stream) {
+  auto* kernel = attention_hopper_kernel<kType, kDim>;
+  constexpr int kBytes = HopperTile<kDim>::kSmemBytes;
+  cudaError_t status =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+  if (status != cudaSuccess) return status;
+  int device = 0, sms = 0;
+  status = cudaGetDevice(&device);
+  if (status != cudaSuccess) return status;
+  status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (status != cudaSuccess) return status;
+
+  const CUtensorMap q_map =
+      make_token_tensor_map(launch.q, kType, launch.batch, launch.q_tokens, launch.heads, kDim,
+                            launch.q_stride_batch, launch.q_stride_token, launch.q_stride_head);
+  const CUtensorMap k_map =
+      make_token_tensor_map(launch.k, kType, launch.batch, launch.k_tokens, launch.heads, kDim,
+                            launch.k_stride_batch, launch.k_stride_token, launch.k_stride_head);
+  const CUtensorMap v_map =
+      make_token_tensor_map(launch.v, kType, launch.batch, launch.k_tokens, launch.heads, kDim,
+                            launch.v_stride_batch, launch.v_stride_token, launch.v_stride_head);
+
+  const long long items = static_cast<long long>(launch.batch) * launch.heads * launch.q_tiles;
+  const int ctas = static_cast<int>(items < sms ? items : sms);
+  kernel<<<ctas, HopperTile<kDim>::kThreads, kBytes, stream>>>(launch, q_map, k_map, v_map);
+  return cudaGetLastError();
+}
+
+template <DType kType, int kDim>
+bool attention_hopper_has_image() {
+  cudaFuncAttributes attributes;
+  const bool ok =
+      cudaFuncGetAttributes(&attributes, attention_hopper_kernel<kType, kDim>) == cudaSuccess;
+  if (!ok) cudaGetLastError();
+  return ok;
+}
+
+#define VEDA_INSTANTIATE_ATTENTION_HOPPER(kType, kDim)                                             \
+  template cudaError_t launch_attention_hopper<kType, kDim>(const AttentionLaunch&, cudaStream_t); \
+  template bool attention_hopper_has_image<kType, kDim>();
+
+}  // namespace veda::attention_detail

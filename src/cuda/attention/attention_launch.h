@@ -1,0 +1,51 @@
+// Internal: the device-ready form of AttentionParams shared by both attention kernels, and the
+// per-(dtype, head dim) launch functions that the instantiation files define.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "veda/dtype.h"
+
+namespace veda::attention_detail {
+
+inline constexpr int kTileTokens = 128;  // tokens per query tile and per key tile
+
+// Plain struct passed by value to the kernels (no pointers to host memory).
+struct AttentionLaunch {
+  const void* q = nullptr;  // [B, Nq, H, D]
+  const void* k = nullptr;  // [B, Nk, H, D]
+  const void* v = nullptr;  // [B, Nk, H, D]
+  std::int64_t q_stride_batch = 0, q_stride_token = 0, q_stride_head = 0;
+  std::int64_t k_stride_batch = 0, k_stride_token = 0, k_stride_head = 0;
+  std::int64_t v_stride_batch = 0, v_stride_token = 0, v_stride_head = 0;
+  int batch = 0, heads = 0, q_tokens = 0, k_tokens = 0;
+  int q_tiles = 0, k_tiles = 0;
+  // nullptr counts: dense (every key tile, in order).
+  const std::int32_t* counts = nullptr;  // [B, H, Tq]
+  const std::int32_t* rows = nullptr;    // [B, H, Tq, budget]
+  int budget = 0;
+  float scale = 0.0f;       // softmax scale s
+  float scale_log2 = 0.0f;  // s * log2(e): the kernels use exp2
+  void* out = nullptr;      // [B, Nq, H, D] of out_dtype
+  DType out_dtype = DType::kF32;
+  std::int64_t out_stride_batch = 0, out_stride_token = 0, out_stride_head = 0;
+  float* lse = nullptr;  // [B, Nq, H] or nullptr
+  std::int64_t lse_stride_batch = 0, lse_stride_token = 0, lse_stride_head = 0;
+};
+
+// Returns the launch error (cudaSuccess when queued). kType is kBF16 or kF16, kDim 64 or 128.
+template <DType kType, int kDim>
+cudaError_t launch_attention_portable(const AttentionLaunch& launch, cudaStream_t stream);
+template <DType kType, int kDim>
+cudaError_t launch_attention_hopper(const AttentionLaunch& launch, cudaStream_t stream);
+
+// Whether this binary holds device code of the kernel for the current device (the arch list of
+// the build decides): cudaFuncGetAttributes succeeds.
+template <DType kType, int kDim>
+bool attention_portable_has_image();
+template <DType kType, int kDim>
+bool attention_hopper_has_image();
+
+}  // namespace veda::attention_detail

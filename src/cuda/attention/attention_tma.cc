@@ -1,0 +1,60 @@
+// TMA tensor maps through the driver's cuTensorMapEncodeTiled, reached with
+// cudaGetDriverEntryPointByVersion so the library links against the runtime only (no -lcuda).
+#include "attention_tma.h"
+
+#include <cuda_runtime_api.h>
+
+#include "veda/error.h"
+
+namespace veda::attention_detail {
+namespace {
+
+using EncodeTiled = decltype(&cuTensorMapEncodeTiled);
+
+EncodeTiled encode_tiled() {
+  static const EncodeTiled function = [] {
+    void* entry = nullptr;
+    cudaDriverEntryPointQueryResult query{};
+    const cudaError_t status = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &entry,
+                                                                12000, cudaEnableDefault, &query);
+    VEDA_CHECK(status == cudaSuccess && query == cudaDriverEntryPointSuccess && entry != nullptr,
+               "cuTensorMapEncodeTiled is not available from the CUDA driver (",
+               cudaGetErrorString(status), "); the Hopper attention kernel needs CUDA 12 or newer");
+    return reinterpret_cast<EncodeTiled>(entry);
+  }();
+  return function;
+}
+
+}  // namespace
+
+CUtensorMap make_token_tensor_map(const void* base, DType dtype, std::int64_t batch,
+                                  std::int64_t tokens, std::int64_t heads, std::int64_t dim,
+                                  std::int64_t stride_batch, std::int64_t stride_token,
+                                  std::int64_t stride_head) {
+  const std::int64_t bytes = static_cast<std::int64_t>(dtype_size(dtype));
+  // A dimension of size 1 is never stepped over; give it a legal stride (multiple of 16 bytes).
+  auto legal = [&](std::int64_t size, std::int64_t stride) {
+    return size == 1 && stride * bytes < 16 ? std::int64_t{16} : stride * bytes;
+  };
+  const cuuint64_t sizes[4] = {static_cast<cuuint64_t>(dim), static_cast<cuuint64_t>(tokens),
+                               static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(batch)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(legal(tokens, stride_token)),
+                                 static_cast<cuuint64_t>(legal(heads, stride_head)),
+                                 static_cast<cuuint64_t>(legal(batch, stride_batch))};
+  const cuuint32_t box[4] = {64, 128, 1, 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  CUtensorMap map{};
+  const CUresult result = encode_tiled()(
+      &map,
+      dtype == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      const_cast<void*>(base), sizes, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  VEDA_CHECK(result == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (CUresult ",
+             static_cast<int>(result), ") for a [", batch, ", ", tokens, ", ", heads, ", ", dim,
+             "] tensor with element strides (", stride_batch, ", ", stride_token, ", ", stride_head,
+             ")");
+  return map;
+}
+
+}  // namespace veda::attention_detail
