@@ -10,8 +10,9 @@
 namespace veda {
 namespace {
 
-constexpr int kSelectThreads = 256;
-constexpr std::int64_t kMaxKeyTiles = 8192;  // 64 KB of (score, index) pairs in shared memory
+constexpr int kSelectWarps = 8;
+constexpr int kSelectThreads = kSelectWarps * 32;
+constexpr std::int64_t kMaxKeyTiles = 32768;  // one row of scores + bitmask in ~132 KB
 
 constexpr int kProjectTiles = 16;  // tiles per block: P [3D, D] is read once for 16 tiles
 
@@ -58,40 +59,13 @@ __device__ bool ranks_before(float score_a, int index_a, float score_b, int inde
   return score_a > score_b || (score_a == score_b && index_a < index_b);
 }
 
-// Bitonic sort of `size` (a power of two) (score, index) pairs into rank order.
-__device__ void sort_by_rank(float* scores, int* indices, int size) {
-  for (int block = 2; block <= size; block <<= 1) {
-    for (int stride = block / 2; stride > 0; stride >>= 1) {
-      for (int t = threadIdx.x; t < size / 2; t += blockDim.x) {
-        const int low = 2 * stride * (t / stride) + t % stride, high = low + stride;
-        const bool in_order = (low & block) == 0;  // this run sorts best-first, else worst-first
-        const bool high_first =
-            ranks_before(scores[high], indices[high], scores[low], indices[low]);
-        if (high_first == in_order) {
-          const float score = scores[low];
-          scores[low] = scores[high], scores[high] = score;
-          const int index = indices[low];
-          indices[low] = indices[high], indices[high] = index;
-        }
-      }
-      __syncthreads();
-    }
-  }
-}
-
-// Bitonic sort of `size` (a power of two) ints ascending.
-__device__ void sort_ascending(int* values, int size) {
-  for (int block = 2; block <= size; block <<= 1) {
-    for (int stride = block / 2; stride > 0; stride >>= 1) {
-      for (int t = threadIdx.x; t < size / 2; t += blockDim.x) {
-        const int low = 2 * stride * (t / stride) + t % stride, high = low + stride;
-        const bool ascending = (low & block) == 0;
-        if ((values[low] > values[high]) == ascending) {
-          const int value = values[low];
-          values[low] = values[high], values[high] = value;
-        }
-      }
-      __syncthreads();
+// The best (score, index) among a lane's key tiles j = lane, lane + 32, ... not yet taken.
+__device__ void lane_best(const float* scores, const unsigned* taken, int k_tiles, int lane,
+                          float& best_score, int& best_index) {
+  best_score = -INFINITY, best_index = INT_MAX;
+  for (int j = lane; j < k_tiles; j += 32) {
+    if (!(taken[j / 32] >> (j % 32) & 1u) && ranks_before(scores[j], j, best_score, best_index)) {
+      best_score = scores[j], best_index = j;
     }
   }
 }
@@ -100,72 +74,98 @@ struct SelectArgs {
   const float* q_hat;  // [B, H, Tq, D]
   const float* k_hat;  // [B, H, Tk, D]
   std::int64_t q_tiles, k_tiles, dim, budget;
-  int rows;                    // query tiles per block
-  int sorted_size, list_size;  // powers of two >= Tk and >= budget
+  int rows;  // query tiles per block, <= kSelectWarps
   float scale;
   bool keep_own_tile;
   std::int32_t* counts;
   std::int32_t* indices;
 };
 
-// Block (`rows` query tiles, head, batch): logits of each row against every key tile (each k^_j
-// read once for all rows), then per row a bitonic top `budget`, written ascending.
+// Block (`rows` query tiles, head, batch). Phase 1: all warps form the logits of every row
+// against every key tile, each k^_j read once for all rows. Phase 2: warp r selects row r's top
+// `budget` by repeated warp arg-max (each lane caches the best of its 1/32 of the tiles and
+// rescans only when that one is taken: about Tk/32 + budget * (10 + Tk/32 / 32 * ...) steps),
+// marking taken tiles in a bitmask, then writes the marked tiles in ascending order with ballots.
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(SelectArgs args) {
   extern __shared__ float shared[];
-  const int size = args.sorted_size;
-  float* q_rows = shared;                                          // [rows, D]
-  float* scores = q_rows + args.rows * args.dim;                   // [rows, sorted_size]
-  int* order = reinterpret_cast<int*>(scores + args.rows * size);  // [rows, sorted_size]
-  int* chosen = order + args.rows * size;                          // [list_size]
+  const int k_tiles = static_cast<int>(args.k_tiles), words = (k_tiles + 31) / 32;
+  const std::int64_t dim = args.dim;
+  float* q_rows = shared;                                                   // [rows, D]
+  float* scores = q_rows + args.rows * dim;                                 // [rows, Tk]
+  auto* taken = reinterpret_cast<unsigned*>(scores + args.rows * k_tiles);  // [rows, words]
   const std::int64_t first = blockIdx.x * std::int64_t{args.rows};
-  const std::int64_t head = blockIdx.y, batch = blockIdx.z, heads = gridDim.y, dim = args.dim;
+  const std::int64_t head = blockIdx.y, batch = blockIdx.z, heads = gridDim.y;
   const std::int64_t head_row = batch * heads + head;
   const int rows = static_cast<int>(min(std::int64_t{args.rows}, args.q_tiles - first));
   for (std::int64_t e = threadIdx.x; e < rows * dim; e += blockDim.x) {
     q_rows[e] = args.q_hat[(head_row * args.q_tiles + first) * dim + e];
   }
+  for (int w = threadIdx.x; w < rows * words; w += blockDim.x) taken[w] = 0u;
   __syncthreads();
   const float* k = args.k_hat + head_row * args.k_tiles * dim;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = kSelectThreads / 32;
-  for (int j = warp; j < size; j += warps) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int j = warp; j < k_tiles; j += kSelectWarps) {
     for (int r = 0; r < rows; ++r) {
       float dot = 0.0f;
-      if (j < args.k_tiles) {
-        for (std::int64_t d = lane; d < dim; d += 32) dot += q_rows[r * dim + d] * k[j * dim + d];
-      }
+      for (std::int64_t d = lane; d < dim; d += 32) dot += q_rows[r * dim + d] * k[j * dim + d];
       for (int offset = 16; offset > 0; offset /= 2) {
         dot += __shfl_xor_sync(0xFFFFFFFF, dot, offset);
       }
       if (lane == 0) {
-        float score = args.scale * dot;
-        if (j >= args.k_tiles || isnan(score)) score = -INFINITY;
-        if (args.keep_own_tile && j == first + r && j < args.k_tiles) score = INFINITY;
-        scores[r * size + j] = score;
-        order[r * size + j] = j < args.k_tiles ? j : INT_MAX;
+        const float score = args.scale * dot;
+        scores[r * k_tiles + j] = isnan(score) ? -INFINITY : score;
       }
     }
   }
   __syncthreads();
-  for (int r = 0; r < rows; ++r) {
-    sort_by_rank(scores + r * size, order + r * size, size);
-    for (int s = threadIdx.x; s < args.list_size; s += blockDim.x) {
-      chosen[s] = s < args.budget ? order[r * size + s] : INT_MAX;
-    }
-    __syncthreads();
-    sort_ascending(chosen, args.list_size);
-    std::int32_t* out = args.indices + (head_row * args.q_tiles + first + r) * args.budget;
-    for (int s = threadIdx.x; s < args.budget; s += blockDim.x) out[s] = chosen[s];
-    if (threadIdx.x == 0) {
-      args.counts[head_row * args.q_tiles + first + r] = static_cast<int>(args.budget);
-    }
-    __syncthreads();  // chosen is reused by the next row
-  }
-}
+  if (warp >= rows) return;
 
-int power_of_two_at_least(std::int64_t n) {
-  int power = 1;
-  while (power < n) power *= 2;
-  return power;
+  const std::int64_t tile = first + warp;
+  const float* row_scores = scores + warp * k_tiles;
+  unsigned* row_taken = taken + warp * words;
+  int picked = 0;
+  if (args.keep_own_tile && tile < k_tiles) {
+    if (lane == 0) row_taken[tile / 32] |= 1u << (tile % 32);
+    ++picked;
+  }
+  __syncwarp();
+  float best_score;
+  int best_index;
+  lane_best(row_scores, row_taken, k_tiles, lane, best_score, best_index);
+  for (; picked < args.budget; ++picked) {
+    float winner_score = best_score;
+    int winner = best_index;
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const float other_score = __shfl_xor_sync(0xFFFFFFFF, winner_score, offset);
+      const int other = __shfl_xor_sync(0xFFFFFFFF, winner, offset);
+      if (ranks_before(other_score, other, winner_score, winner)) {
+        winner_score = other_score, winner = other;
+      }
+    }
+    if (winner % 32 == lane) {  // the owner marks it and finds its next best
+      row_taken[winner / 32] |= 1u << (winner % 32);
+      lane_best(row_scores, row_taken, k_tiles, lane, best_score, best_index);
+    }
+    __syncwarp();
+  }
+  // Marked tiles in ascending order: word w's set bits go after the popcounts of words < w.
+  std::int32_t* out = args.indices + (head_row * args.q_tiles + tile) * args.budget;
+  int written = 0;
+  for (int base = 0; base < words; base += 32) {
+    const unsigned word = base + lane < words ? row_taken[base + lane] : 0u;
+    const int count = __popc(word);
+    int before = count;  // inclusive prefix sum of counts across lanes
+    for (int offset = 1; offset < 32; offset *= 2) {
+      const int other = __shfl_up_sync(0xFFFFFFFF, before, offset);
+      if (lane >= offset) before += other;
+    }
+    int slot = written + before - count;
+    for (unsigned bits = word; bits != 0u; bits &= bits - 1u) {
+      out[slot++] = (base + lane) * 32 + __ffs(static_cast<int>(bits)) - 1;
+    }
+    written += __shfl_sync(0xFFFFFFFF, before, 31);
+  }
+  if (lane == 0) args.counts[head_row * args.q_tiles + tile] = static_cast<int>(args.budget);
 }
 
 void check_launch(const char* what) {
@@ -208,25 +208,15 @@ void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream)
   project(params.k_stats, params.k_projection, params.k_tiles, k_hat);
   check_launch("tile projection (k)");
 
-  SelectArgs args{q_hat,
-                  k_hat,
-                  params.q_tiles,
-                  params.k_tiles,
-                  params.dim,
-                  params.budget,
-                  1,
-                  power_of_two_at_least(params.k_tiles),
-                  power_of_two_at_least(params.budget),
-                  params.scale,
-                  params.keep_own_tile,
-                  params.counts,
+  SelectArgs args{q_hat,         k_hat, params.q_tiles, params.k_tiles,       params.dim,
+                  params.budget, 1,     params.scale,   params.keep_own_tile, params.counts,
                   params.indices};
-  // As many query tiles per block as fit in ~96 KB of shared memory, at most 8: each k^_j row is
-  // then read from L2 once per 8 query tiles instead of once per tile.
-  const auto row_bytes = static_cast<std::size_t>(8 * args.sorted_size + 4 * params.dim);
-  args.rows = static_cast<int>(std::clamp<std::size_t>(96 * 1024 / row_bytes, 1, 8));
-  const std::size_t shared = row_bytes * static_cast<std::size_t>(args.rows) +
-                             sizeof(int) * static_cast<std::size_t>(args.list_size);
+  // As many query tiles per block (one warp each) as fit in ~96 KB of shared memory, at most 8:
+  // each k^_j row is then read from L2 once per 8 query tiles.
+  const auto row_bytes = static_cast<std::size_t>(4 * params.k_tiles + 4 * params.dim +
+                                                  4 * ((params.k_tiles + 31) / 32));
+  args.rows = static_cast<int>(std::clamp<std::size_t>(96 * 1024 / row_bytes, 1, kSelectWarps));
+  const std::size_t shared = row_bytes * static_cast<std::size_t>(args.rows);
   const cudaError_t status = cudaFuncSetAttribute(
       select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
   VEDA_CHECK(status == cudaSuccess, "tile selection needs ", shared,

@@ -24,7 +24,7 @@ void tile_scatter_cuda(const TileScatterParams& params, cudaStream_t stream);
 std::size_t tile_selection_workspace_bytes(const TileSelectionParams& params);
 
 // Two kernels: the projections (B*H*(Tq+Tk) x 3D x D multiply-adds), then per query tile the
-// Tk logits and a bitonic top-k in shared memory (Tk <= 8192, i.e. N <= ~1M tokens).
+// Tk logits and a warp's top-k by repeated arg-max (Tk <= 32768, i.e. N <= ~4M tokens).
 // Ties rank the lower tile index first, as the CPU reference does; NaN logits rank last.
 void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream);
 
