@@ -1,0 +1,147 @@
+"""Veda profiles (what calibration writes): per layer and head, a tile shape and a sparsity.
+
+The file is the JSON of include/veda/method/profile.h:
+
+    {"format": "veda-profile", "version": 1, "model": "...", "head_dim": 128,
+     "estimator_file": "....estimator.safetensors",
+     "layers": [{"layer": 0, "heads": [{"head": 0, "tile": "1x8x16", "sparsity": 0.9, ...}]}]}
+
+The Python layer reads the tile shape, sparsity and optional threshold of every head. The
+estimator parameters (p_q, p_k) are not applied by this build: selection scores tiles with the
+method given to veda.sparse_attention (meanpool, the estimator at P = 0) in each head's tile shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROFILE_FORMAT = "veda-profile"
+PROFILE_VERSION = 1
+TILE_TOKENS = 128
+
+
+def parse_tile(value: str | Sequence[int], what: str = "tile") -> tuple[int, int, int]:
+    """(pt, ph, pw) from "1x8x16", "1,8,16" or a 3-sequence; pt*ph*pw must be 128."""
+    if isinstance(value, str):
+        parts = value.replace(",", "x").split("x")
+        try:
+            sides = tuple(int(part) for part in parts)
+        except ValueError:
+            raise ValueError(f"{what} '{value}' is not a tile shape; expected 'ptxphxpw'") from None
+    elif isinstance(value, Sequence):
+        sides = tuple(value)
+    else:
+        raise TypeError(f"{what} is a {type(value).__name__}; expected (pt, ph, pw) or 'ptxphxpw'")
+    if len(sides) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in sides):
+        raise ValueError(
+            f"{what} {value!r} has {len(sides)} sides; expected 3 integers (pt, ph, pw)"
+        )
+    if min(sides) < 1 or sides[0] * sides[1] * sides[2] != TILE_TOKENS:
+        shape = "x".join(str(s) for s in sides)
+        raise ValueError(
+            f"{what} {shape} has {sides[0] * sides[1] * sides[2]} tokens; expected positive sides "
+            f"with pt*ph*pw = {TILE_TOKENS}"
+        )
+    return sides  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """Selection settings of one (global) head."""
+
+    tile: tuple[int, int, int] = (1, 8, 16)
+    sparsity: float = 0.9
+    threshold: float | None = None  # cumulative mass, capped at the budget (not applied yet)
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """Per-head settings of one layer; heads[h] belongs to global head h."""
+
+    layer: int
+    heads: tuple[HeadSettings, ...]
+
+
+@dataclass(frozen=True)
+class Profile:
+    model: str
+    head_dim: int
+    layers: Mapping[int, LayerProfile]
+    source: Path | None = None
+
+    def layer(self, index: int) -> LayerProfile | None:
+        """The settings of layer `index`, or None for a layer the profile does not cover."""
+        return self.layers.get(index)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Profile:
+        """Reads and validates a profile JSON; errors name the file and the field."""
+        path = Path(path)
+        try:
+            document = json.loads(path.read_text())
+        except OSError as error:
+            raise ValueError(f"cannot read profile {path}: {error.strerror}") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"profile {path} is not JSON: {error}") from None
+        return cls.from_dict(document, source=path)
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], source: Path | None = None) -> Profile:
+        where = f"profile {source}" if source else "profile"
+        if not isinstance(document, Mapping):
+            message = f"{where} is a JSON {type(document).__name__}; expected an object"
+            raise ValueError(message)  # noqa: TRY004 (a malformed file is a bad value)
+        if document.get("format") != PROFILE_FORMAT or document.get("version") != PROFILE_VERSION:
+            raise ValueError(
+                f"{where} has format {document.get('format')!r} version "
+                f"{document.get('version')!r}; expected '{PROFILE_FORMAT}' version {PROFILE_VERSION}"
+            )
+        layers = {}
+        for layer_entry in _field(document, "layers", list, where):
+            index = _field(layer_entry, "layer", int, where)
+            heads = []
+            for position, head_entry in enumerate(_field(layer_entry, "heads", list, where)):
+                head_where = f"{where} layer {index} head {position}"
+                if _field(head_entry, "head", int, head_where) != position:
+                    raise ValueError(
+                        f"{head_where} is numbered {head_entry['head']}; expected heads "
+                        f"numbered 0..H-1 in order"
+                    )
+                sparsity = float(_field(head_entry, "sparsity", (int, float), head_where))
+                if not 0.0 <= sparsity < 1.0:
+                    raise ValueError(f"{head_where} has sparsity {sparsity}; expected [0, 1)")
+                threshold = head_entry.get("threshold")
+                if threshold is not None and not 0.0 < float(threshold) <= 1.0:
+                    raise ValueError(f"{head_where} has threshold {threshold}; expected (0, 1]")
+                tile = parse_tile(_field(head_entry, "tile", str, head_where), f"{head_where} tile")
+                heads.append(
+                    HeadSettings(tile, sparsity, None if threshold is None else float(threshold))
+                )
+            layers[index] = LayerProfile(index, tuple(heads))
+        return cls(
+            model=str(document.get("model", "unnamed")),
+            head_dim=int(document.get("head_dim", 128)),
+            layers=layers,
+            source=source,
+        )
+
+
+def _field(entry: Any, name: str, kind: Any, where: str) -> Any:
+    if not isinstance(entry, Mapping) or name not in entry:
+        raise ValueError(f"{where} has no field '{name}'")
+    value = entry[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        message = f"{where} field '{name}' is {value!r}; expected {_kind_name(kind)}"
+        raise ValueError(message)  # noqa: TRY004 (a malformed file is a bad value)
+    return value
+
+
+def _kind_name(kind: Any) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)

@@ -1,0 +1,270 @@
+"""veda.sparse_attention and the torch ops torch.ops.veda.* on the CPU.
+
+Tolerances, float32 against torch's float32 SDPA on the same inputs: both accumulate in float32
+in different orders, so outputs agree to a few ulps of their magnitude (|O| <= max |v| ~ 4);
+atol 1e-5 leaves ~40x margin over the 2e-7 to 5e-7 observed. lse agrees to 2e-6 (observed 1e-6).
+bfloat16 inputs: the reference computes in float32 and rounds the output once, so the error
+against float32 SDPA on the same (rounded) inputs is at most half a bf16 ulp of |O| < 4: 1.6e-2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import veda
+from veda.profile import HeadSettings, LayerProfile
+
+GRID = (4, 8, 16)  # 512 tokens, 4 tiles
+ATOL_F32 = 1e-5
+ATOL_LSE = 2e-6
+ATOL_BF16 = 1.6e-2
+
+
+def random_qkv(batch=2, tokens=512, heads=3, dim=32, seed=0, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn(batch, tokens, heads, dim, generator=generator).to(dtype) for _ in range(3)
+    )
+
+
+def dense_reference(q, k, v):
+    """SDPA in float32 over [B, L, H, D]: (out [B, L, H, D], lse [B, L, H])."""
+    q, k, v = (t.float().transpose(1, 2) for t in (q, k, v))  # [B, H, L, D]
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return out, torch.logsumexp(scores, dim=-1).transpose(1, 2)
+
+
+def masked_reference(q, k, v, allowed):
+    """Attention where allowed[Lq, Lk] (bool) says which keys each query sees, float32."""
+    q, k, v = (t.float().transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("method", ["dense", "meanpool", "oracle"])
+def test_sparsity_zero_is_dense_attention(method):
+    q, k, v = random_qkv()
+    out, lse = veda.sparse_attention(
+        q, k, v, grid=GRID, sparsity=0.0, method=method, return_lse=True
+    )
+    ref_out, ref_lse = dense_reference(q, k, v)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
+    torch.testing.assert_close(out, ref_out, atol=ATOL_F32, rtol=0)
+    torch.testing.assert_close(lse, ref_lse, atol=ATOL_LSE, rtol=0)
+
+
+def test_bf16_output_within_half_an_ulp():
+    q, k, v = random_qkv(dtype=torch.bfloat16)
+    out = veda.sparse_attention(q, k, v, grid=GRID, sparsity=0.0)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), dense_reference(q, k, v)[0], atol=ATOL_BF16, rtol=0)
+
+
+def test_dense_op_with_unequal_lengths():
+    q = random_qkv(tokens=100, seed=1)[0]
+    _, k, v = random_qkv(tokens=300, seed=2)
+    out, lse = torch.ops.veda.attention(q, k, v, None)
+    ref_out, ref_lse = dense_reference(q, k, v)
+    torch.testing.assert_close(out, ref_out, atol=ATOL_F32, rtol=0)
+    torch.testing.assert_close(lse, ref_lse, atol=ATOL_LSE, rtol=0)
+
+
+def test_strided_inputs_give_the_same_result():
+    q, k, v = random_qkv()
+    q_strided = q.transpose(1, 2).contiguous().transpose(1, 2)  # [B, L, H, D] with heads outer
+    expected = veda.sparse_attention(q, k, v, grid=GRID, sparsity=0.5)
+    assert torch.equal(veda.sparse_attention(q_strided, k, v, grid=GRID, sparsity=0.5), expected)
+
+
+def test_sparse_output_matches_the_kept_tiles():
+    # On the 4x8x16 grid the tile 1x8x16 is one whole frame, so tile-major order is the identity
+    # and tile i is frame i. At sparsity 0.95 the budget is ceil(0.05 * 4) = 1 key tile, the
+    # query's own: the output is block-diagonal attention within frames.
+    q, k, v = random_qkv(batch=1, heads=2)
+    out = veda.sparse_attention(q, k, v, grid=GRID, sparsity=0.95, tile=(1, 8, 16))
+    frame = torch.arange(512) // 128
+    allowed = frame[:, None] == frame[None, :]
+    torch.testing.assert_close(out, masked_reference(q, k, v, allowed), atol=ATOL_F32, rtol=0)
+    assert (out - dense_reference(q, k, v)[0]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("text_position", ["after", "before"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.95])
+def test_text_tokens_are_dense_both_ways(text_position, sparsity):
+    text = 20
+    q, k, v = random_qkv(batch=1, tokens=512 + text, heads=2)
+    out, lse = veda.sparse_attention(
+        q,
+        k,
+        v,
+        grid=GRID,
+        sparsity=sparsity,
+        text_tokens=text,
+        text_position=text_position,
+        tile=(1, 8, 16),
+        return_lse=True,
+    )
+    # Video token i sees: the video keys its tile keeps, and every text key. Text sees everything.
+    is_text = torch.zeros(512 + text, dtype=torch.bool)
+    if text_position == "after":
+        is_text[512:] = True
+    else:
+        is_text[:text] = True
+    frame = torch.full((512 + text,), -1)
+    frame[~is_text] = torch.arange(512) // 128
+    video_video = (
+        frame[:, None] == frame[None, :]
+        if sparsity > 0
+        else torch.ones(512 + text, 512 + text, dtype=torch.bool)
+    )
+    allowed = is_text[None, :] | is_text[:, None] | video_video
+    torch.testing.assert_close(out, masked_reference(q, k, v, allowed), atol=ATOL_F32, rtol=0)
+    if sparsity == 0.0:
+        torch.testing.assert_close(lse, dense_reference(q, k, v)[1], atol=ATOL_LSE, rtol=0)
+
+
+def test_merge_of_two_empty_sets_is_zero_not_nan():
+    out = torch.ones(1, 2, 1, 4)
+    lse = torch.full((1, 2, 1), -math.inf)
+    merged, merged_lse = veda.merge_attention(out, lse, out, lse)
+    assert torch.equal(merged, torch.zeros_like(merged))
+    assert torch.isneginf(merged_lse).all()
+
+
+def test_profile_gives_each_head_its_tile_shape_and_sparsity():
+    q, k, v = random_qkv(batch=1, heads=4)
+    settings = [
+        HeadSettings((1, 8, 16), 0.95),
+        HeadSettings((4, 4, 8), 0.5),
+        HeadSettings((1, 8, 16), 0.95),
+        HeadSettings((2, 8, 8), 0.0),
+    ]
+    profile = LayerProfile(layer=0, heads=tuple(settings))
+    # Local heads 0..3 hold global heads 3, 1, 0, 2 (as a Ulysses rank would, permuted).
+    head_index = [3, 1, 0, 2]
+    out = veda.sparse_attention(q, k, v, grid=GRID, profile=profile, head_index=head_index)
+    for local, global_head in enumerate(head_index):
+        s = settings[global_head]
+        alone = veda.sparse_attention(
+            q[:, :, local : local + 1],
+            k[:, :, local : local + 1],
+            v[:, :, local : local + 1],
+            grid=GRID,
+            sparsity=s.sparsity,
+            tile=s.tile,
+        )
+        assert torch.equal(out[:, :, local : local + 1], alone), f"local head {local}"
+
+
+def test_opcheck_sparse_attention():
+    q, k, v = random_qkv(batch=1, heads=2)
+    torch.library.opcheck(
+        torch.ops.veda.sparse_attention.default,
+        (q, k, v, list(GRID), [1, 8, 16], "meanpool", 0.9, None),
+    )
+
+
+def test_opcheck_attention():
+    q = random_qkv(tokens=64, heads=2)[0]
+    _, k, v = random_qkv(tokens=96, heads=2, seed=3)
+    torch.library.opcheck(torch.ops.veda.attention.default, (q, k, v, torch.float32))
+
+
+def test_fake_tensors_give_shapes_without_running():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q = torch.empty(2, 512 + 7, 3, 64, dtype=torch.bfloat16)
+        out, lse = veda.sparse_attention(q, q, q, grid=GRID, text_tokens=7, return_lse=True)
+    assert out.shape == (2, 519, 3, 64) and out.dtype == torch.bfloat16
+    assert lse.shape == (2, 519, 3) and lse.dtype == torch.float32
+
+
+def test_compiled_function_is_one_graph_with_opaque_ops():
+    q, k, v = random_qkv(batch=1, heads=2)
+
+    def layer(q, k, v):
+        return veda.sparse_attention(q * 2, k, v, grid=GRID, sparsity=0.9, text_tokens=0)
+
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v), layer(q, k, v), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"grid": (4, 16, 16)},
+            ValueError,
+            "grid 4x16x16 has 1024 tokens but L = 512 (text_tokens = 0)",
+        ),
+        (
+            {"grid": (4, 8, 16), "text_tokens": 3},
+            ValueError,
+            "has 512 tokens but L = 512 (text_tokens = 3)",
+        ),
+        ({"grid": (4, 8)}, ValueError, "expected 3 positive integers (T, H, W)"),
+        ({"grid": "4x8xq"}, ValueError, "grid '4x8xq' is not a grid"),
+        ({"grid": GRID, "sparsity": 1.0}, ValueError, "sparsity 1.0 is outside [0, 1)"),
+        ({"grid": GRID, "method": "topk"}, ValueError, "method 'topk' is not known"),
+        ({"grid": GRID, "tile": (2, 8, 16)}, ValueError, "tile 2x8x16 has 256 tokens"),
+        ({"grid": GRID, "text_position": "middle"}, ValueError, "text_position 'middle'"),
+        (
+            {"grid": GRID, "head_index": [0, 1, 2]},
+            ValueError,
+            "head_index has 3 entries but q has 2 heads",
+        ),
+        ({"grid": GRID, "head_index": [1, 1]}, ValueError, "distinct"),
+        (
+            {"grid": GRID, "head_index": [0, 5], "profile": [HeadSettings()] * 2},
+            ValueError,
+            "global head 5, but the profile has 2 heads",
+        ),
+        ({"grid": GRID, "profile": {"tile": "1x8x16"}}, TypeError, "profile is a dict"),
+    ],
+)
+def test_bad_arguments_raise_with_clear_messages(kwargs, error, message):
+    q, k, v = random_qkv(batch=1, heads=2)
+    with pytest.raises(error) as raised:
+        veda.sparse_attention(q, k, v, **kwargs)
+    assert message in str(raised.value)
+
+
+def test_bad_tensors_raise_with_clear_messages():
+    q, k, v = random_qkv(batch=1, heads=2)
+    with pytest.raises(ValueError, match=r"q has shape \[512, 2, 32\]; expected \[B, L, H, D\]"):
+        veda.sparse_attention(q[0], k[0], v[0], grid=GRID)
+    with pytest.raises(
+        ValueError, match=r"k has shape \[1, 256, 2, 32\] but q has \[1, 512, 2, 32\]"
+    ):
+        veda.sparse_attention(q, k[:, :256], v, grid=GRID)
+    with pytest.raises(TypeError, match="v has dtype torch.float16 but q has torch.float32"):
+        veda.sparse_attention(q, k, v.half(), grid=GRID)
+    with pytest.raises(TypeError, match="q has dtype torch.float64"):
+        veda.sparse_attention(q.double(), k.double(), v.double(), grid=GRID)
+    with pytest.raises(TypeError, match="q is a list"):
+        veda.sparse_attention([1.0], k, v, grid=GRID)
+    wide = torch.zeros(1, 512, 1, 300)
+    with pytest.raises(
+        ValueError, match="q has head dim 300; this build supports head dims 1 to 256"
+    ):
+        veda.sparse_attention(wide, wide, wide, grid=GRID)
+
+
+def test_gpu_tensors_name_the_issue_of_the_gpu_path():
+    q = torch.empty(1, 512, 2, 32, device="meta")
+    with pytest.raises(ValueError, match="issue 5"):
+        veda.sparse_attention(q, q, q, grid=GRID)
+
+
+def test_cpp_errors_arrive_as_value_error():
+    q, k, v = random_qkv(batch=1, heads=2)
+    with pytest.raises(ValueError, match="grid 4x8x8 has 256 tokens but q has N = 512"):
+        torch.ops.veda.sparse_attention(q, k, v, [4, 8, 8], [1, 8, 16], "meanpool", 0.9, None)
+    with pytest.raises(ValueError, match="method 'top' is not known"):
+        torch.ops.veda.sparse_attention(q, k, v, list(GRID), [1, 8, 16], "top", 0.9, None)
