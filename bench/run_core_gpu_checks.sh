@@ -14,10 +14,10 @@ echo "commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DVEDA_TOOLS=OFF \
   > "$OUT/core_configure.log" 2>&1 || { tail -30 "$OUT/core_configure.log"; exit 1; }
-cmake --build "$BUILD" -j "$(nproc)" --target veda_cuda_tests veda_core_kernels_bench \
+cmake --build "$BUILD" -j "$(nproc)" --target veda_gpu_tests veda_core_kernels_bench \
   > "$OUT/core_build.log" 2>&1 || { grep -E "error" -A3 "$OUT/core_build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
-timeout 300 "$BUILD/tests/cuda/veda_cuda_tests" --gtest_brief=1 2>&1 | tail -15
+timeout 300 "$BUILD/tests/gpu/veda_gpu_tests" --gtest_brief=1 2>&1 | tail -15
 tests_rc=${PIPESTATUS[0]}
 small='*b1_n1_*:*nq127*:*n129*:*grid1x1x1*:*grid3x10x21*:*tq1_*:*tq96*'
 for tool in memcheck racecheck; do
@@ -25,7 +25,7 @@ for tool in memcheck racecheck; do
   filter="$small"
   [ "$tool" = memcheck ] && filter="$small:*OneShapeMeanPool*:*TwoShapesEstimator*"
   timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-    "$BUILD/tests/cuda/veda_cuda_tests" --gtest_filter="$filter" --gtest_brief=1 \
+    "$BUILD/tests/gpu/veda_gpu_tests" --gtest_filter="$filter" --gtest_brief=1 \
     > "$OUT/core_sanitizer_$tool.log" 2>&1
   echo "compute-sanitizer $tool: rc $? $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/core_sanitizer_$tool.log")"
 done

@@ -245,9 +245,9 @@ std::size_t plan_workspace_bytes(int device, const std::array<std::int64_t, 3>& 
                                  double sparsity, const std::vector<std::int32_t>& global_head,
                                  std::uintptr_t q_projection, std::uintptr_t k_projection,
                                  std::int64_t projection_heads) {
-  return plan_for(plan_key(device, grid, batch, heads, dim, dtype, tiles, sparsity, global_head,
-                           q_projection, k_projection, projection_heads))
-      .workspace_bytes();
+  const PlanKey key = plan_key(device, grid, batch, heads, dim, dtype, tiles, sparsity, global_head,
+                               q_projection, k_projection, projection_heads);
+  return plan_for(key).workspace_bytes();
 }
 
 void check_packed(const std::array<std::int64_t, 4>& shape, const std::int64_t* strides, int dims,
@@ -308,9 +308,11 @@ std::int64_t sparse_attention_gpu(const TensorSpec& q, const TensorSpec& k, cons
   video.validate();
   VEDA_CHECK(video.tokens() == q_view.tokens, "grid ", video.str(), " has ", video.tokens(),
              " tokens but q has N = ", q_view.tokens);
-  const SparseAttentionPlan& plan =
-      plan_for(plan_key(device, grid, q_view.batch, q_view.heads, q_view.dim, std::get<1>(q), tiles,
-                        sparsity, global_head, q_projection, k_projection, projection_heads));
+  // A named key: GCC 13's -Wdangling-reference flags a reference bound to plan_for(temporary).
+  const PlanKey key =
+      plan_key(device, grid, q_view.batch, q_view.heads, q_view.dim, std::get<1>(q), tiles,
+               sparsity, global_head, q_projection, k_projection, projection_heads);
+  const SparseAttentionPlan& plan = plan_for(key);
   const DeviceScope scope(device);
   plan.run(q_view, k_view, v_view, reinterpret_cast<void*>(std::get<0>(out)),
            reinterpret_cast<float*>(std::get<0>(lse)), reinterpret_cast<void*>(workspace),

@@ -12,10 +12,16 @@ directions and top-k selection only touches video->video pairs, computed exactly
 
 which is softmax attention over the union of the kept video keys and all text keys (the merge is
 the standard split-softmax identity; a row with no key at all gets O = 0, lse = -inf).
+
+CPU tensors run the C++ reference (any head dim up to 256; methods dense, oracle, meanpool), one
+op call per group of heads sharing tile shape and sparsity. CUDA tensors run the kernels
+(bfloat16 or float16, head dim 64 or 128; methods dense, meanpool and veda, the profile's
+estimator), one op call per group of heads sharing a sparsity, each head in its own tile shape.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -23,7 +29,7 @@ import torch
 from . import ops
 from .profile import HeadSettings, LayerProfile, parse_tile
 
-METHODS = ("dense", "oracle", "meanpool")
+METHODS = ("dense", "oracle", "meanpool", "veda")
 TEXT_POSITIONS = ("after", "before")
 # The CPU reference takes any head dim; the bound keeps its per-tile panels (128 x D floats) small.
 CPU_MAX_HEAD_DIM = 256
@@ -52,12 +58,13 @@ def sparse_attention(
 
     Args:
         q, k, v: [B, L, H_local, D], float32, float16 or bfloat16, on one device; L equals
-            grid tokens + text_tokens.
+            grid tokens + text_tokens. CUDA tensors: bfloat16 or float16, D = 64 or 128.
         grid: latent grid after patchify, (T, H, W) or "TxHxW".
         sparsity: fraction of key tiles skipped per query tile, in [0, 1); the budget is
             ceil((1 - sparsity) * tiles) and a query tile always keeps its own tile.
         method: tile scoring: "meanpool" (mean-pooled tile logits, the estimator at P = 0),
-            "oracle" (full attention's tile heat: two dense passes, for measurements) or "dense".
+            "veda" (the profile's estimator p_q, p_k; CUDA only), "oracle" (full attention's
+            tile heat: two dense passes, for measurements; CPU only for now) or "dense".
         tile: tile shape (pt, ph, pw) with pt*ph*pw = 128, or "ptxphxpw".
         text_tokens: number of text tokens in L, attended densely both ways.
         text_position: "after" (video first, then text) or "before".
@@ -65,7 +72,7 @@ def sparse_attention(
             parallelism rank r holds heads [r*H/P, (r+1)*H/P). Default: 0..H_local-1.
         profile: per-global-head settings (a LayerProfile of veda.Profile, or a sequence of
             HeadSettings); each head then uses its own tile shape and sparsity instead of `tile`
-            and `sparsity`.
+            and `sparsity`. method "veda" needs a LayerProfile with estimator parameters.
         return_lse: also return lse [B, L, H_local] (float32, natural log).
 
     Returns:
@@ -76,12 +83,14 @@ def sparse_attention(
     """
     _check_qkv(q, k, v)
     _batch, length, heads, dim = q.shape
-    if q.device.type != "cpu":
-        raise ValueError(f"q is on {q.device}; {ops.GPU_PATH_MESSAGE}")
-    if not 1 <= dim <= CPU_MAX_HEAD_DIM:
+    ops.check_device(q)
+    on_gpu = q.device.type == "cuda"
+    if on_gpu:
+        ops.check_gpu_operand("q", q)
+    elif not 1 <= dim <= CPU_MAX_HEAD_DIM:
         raise ValueError(
-            f"q has head dim {dim}; this build supports head dims 1 to {CPU_MAX_HEAD_DIM} on the CPU "
-            "(the GPU path, issue 5, will support 64 and 128)"
+            f"q has head dim {dim}; the CPU reference supports head dims 1 to {CPU_MAX_HEAD_DIM} "
+            "(the GPU path supports 64 and 128)"
         )
     grid_sides = parse_grid(grid)
     text_tokens = _check_int("text_tokens", text_tokens, minimum=0)
@@ -93,16 +102,33 @@ def sparse_attention(
         )
     sparsity = _check_sparsity(sparsity)
     if method not in METHODS:
-        raise ValueError(f"method {method!r} is not known; expected dense, oracle or meanpool")
+        raise ValueError(
+            f"method {method!r} is not known; expected dense, oracle, meanpool or veda"
+        )
+    if on_gpu and method == "oracle":
+        raise ValueError(ops.ORACLE_ON_GPU_MESSAGE)
+    if not on_gpu and method == "veda":
+        raise ValueError(ops.VEDA_ON_CPU_MESSAGE)
     tile_sides = parse_tile(tile)
     if text_position not in TEXT_POSITIONS:
         raise ValueError(
             f"text_position {text_position!r} is not known; expected 'after' or 'before'"
         )
-    groups = _head_groups(heads, head_index, profile, HeadSettings(tile_sides, sparsity))
+    settings, global_heads = _head_settings(
+        heads, head_index, profile, HeadSettings(tile_sides, sparsity)
+    )
+    projections = _estimator(profile, dim, q.device) if method == "veda" else None
+    video_attention = functools.partial(
+        _video_attention,
+        grid=grid_sides,
+        settings=settings,
+        global_heads=global_heads,
+        method=method,
+        projections=projections,
+    )
 
     if text_tokens == 0:
-        out, lse = _video_attention(q, k, v, grid_sides, groups, method, None)
+        out, lse = video_attention(q, k, v, out_dtype=None)
         return (out, lse) if return_lse else out
 
     if text_position == "after":
@@ -111,9 +137,7 @@ def sparse_attention(
         text, video = slice(0, text_tokens), slice(text_tokens, length)
     q_video, k_video, v_video = q[:, video], k[:, video], v[:, video]
     k_text, v_text = k[:, text], v[:, text]
-    out_vv, lse_vv = _video_attention(
-        q_video, k_video, v_video, grid_sides, groups, method, torch.float32
-    )
+    out_vv, lse_vv = video_attention(q_video, k_video, v_video, out_dtype=torch.float32)
     out_vt, lse_vt = torch.ops.veda.attention(q_video, k_text, v_text, torch.float32)
     out_video, lse_video = merge_attention(out_vv, lse_vv, out_vt, lse_vt)
     out_text, lse_text = torch.ops.veda.attention(q[:, text], k, v, None)
@@ -161,31 +185,52 @@ def parse_grid(grid: GridLike) -> tuple[int, int, int]:
 
 def _video_attention(
     q: torch.Tensor,  # [B, N, H, D]
-    k: torch.Tensor,
-    v: torch.Tensor,
+    k: torch.Tensor,  # [B, N, H, D]
+    v: torch.Tensor,  # [B, N, H, D]
+    *,
     grid: tuple[int, int, int],
-    groups: dict[HeadSettings, list[int]],
+    settings: list[HeadSettings],  # per local head
+    global_heads: list[int],  # per local head
     method: str,
+    projections: tuple[torch.Tensor, torch.Tensor] | None,  # p_q, p_k [H_global, 3D, D]
     out_dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse video self-attention, one op call per group of heads sharing tile and sparsity."""
-    if len(groups) == 1:
-        settings = next(iter(groups))
+    """Sparse video self-attention, one op call per group of heads: on the CPU heads sharing tile
+    shape and sparsity, on the GPU heads sharing sparsity (the plan takes a tile shape per head)."""
+    on_gpu = q.device.type == "cuda"
+    groups: dict[object, list[int]] = {}
+    for local, head in enumerate(settings):
+        groups.setdefault(head.sparsity if on_gpu else head, []).append(local)
+
+    def call(
+        members: list[int], q_part: torch.Tensor, k_part: torch.Tensor, v_part: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        tiles = [settings[m].tile for m in members]
+        if all(t == tiles[0] for t in tiles):
+            tiles = tiles[:1]
+        head_index = [global_heads[m] for m in members] if projections is not None else None
+        p_q, p_k = projections if projections is not None else (None, None)
         return torch.ops.veda.sparse_attention(
-            q, k, v, list(grid), list(settings.tile), method, settings.sparsity, out_dtype
-        )
-    outs, lses, order = [], [], []
-    for settings, members in groups.items():
-        index = torch.tensor(members, device=q.device)
-        out, lse = torch.ops.veda.sparse_attention(
-            q.index_select(2, index),
-            k.index_select(2, index),
-            v.index_select(2, index),
+            q_part,
+            k_part,
+            v_part,
             list(grid),
-            list(settings.tile),
+            [side for t in tiles for side in t],
             method,
-            settings.sparsity,
+            settings[members[0]].sparsity,
             out_dtype,
+            head_index,
+            p_q,
+            p_k,
+        )
+
+    if len(groups) == 1:
+        return call(next(iter(groups.values())), q, k, v)
+    outs, lses, order = [], [], []
+    for members in groups.values():
+        index = torch.tensor(members, device=q.device)
+        out, lse = call(
+            members, q.index_select(2, index), k.index_select(2, index), v.index_select(2, index)
         )
         outs.append(out)
         lses.append(lse)
@@ -198,13 +243,31 @@ def _video_attention(
     )
 
 
-def _head_groups(
+def _estimator(
+    profile: ProfileLike, dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The profile's estimator parameters (p_q, p_k) [H_global, 3D, D] float32 on `device`."""
+    projections = profile.estimator(device) if isinstance(profile, LayerProfile) else None
+    if projections is None:
+        raise ValueError(
+            "method 'veda' needs a veda.LayerProfile with estimator parameters (p_q, p_k: a "
+            "profile JSON with an estimator file); without them use meanpool"
+        )
+    if projections[0].shape[1:] != (3 * dim, dim):
+        raise ValueError(
+            f"the profile's estimator is [H, {projections[0].shape[1]}, {projections[0].shape[2]}]"
+            f" per head but q has head dim {dim}; expected [H, {3 * dim}, {dim}]"
+        )
+    return projections
+
+
+def _head_settings(
     heads: int,
     head_index: Sequence[int] | None,
     profile: ProfileLike,
     default: HeadSettings,
-) -> dict[HeadSettings, list[int]]:
-    """Local heads grouped by their settings (insertion-ordered by first local head)."""
+) -> tuple[list[HeadSettings], list[int]]:
+    """The settings and the global head of each local head."""
     if profile is None:
         per_global: Sequence[HeadSettings] | None = None
     elif isinstance(profile, LayerProfile):
@@ -232,19 +295,18 @@ def _head_groups(
         if len(set(head_index)) != heads or min(head_index) < 0:
             raise ValueError(f"head_index {list(head_index)} must list distinct non-negative heads")
         global_heads = [int(h) for h in head_index]
-    groups: dict[HeadSettings, list[int]] = {}
+    settings: list[HeadSettings] = []
     for local, global_head in enumerate(global_heads):
         if per_global is None:
-            settings = default
-        else:
-            if global_head >= len(per_global):
-                raise ValueError(
-                    f"head_index maps local head {local} to global head {global_head}, but the "
-                    f"profile has {len(per_global)} heads"
-                )
-            settings = per_global[global_head]
-        groups.setdefault(settings, []).append(local)
-    return groups
+            settings.append(default)
+            continue
+        if global_head >= len(per_global):
+            raise ValueError(
+                f"head_index maps local head {local} to global head {global_head}, but the "
+                f"profile has {len(per_global)} heads"
+            )
+        settings.append(per_global[global_head])
+    return settings, global_heads
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

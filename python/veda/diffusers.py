@@ -241,7 +241,8 @@ def enable(
             sparsity; for a two-expert pipeline a mapping {"transformer": ..., "transformer_2": ...}.
             Layers it does not cover use `tile` and `sparsity`.
         sparsity: fraction of key tiles skipped, in [0, 1).
-        method: tile scoring, "meanpool", "oracle" or "dense".
+        method: tile scoring, "meanpool", "veda" (the profile's estimator; CUDA only), "oracle"
+            (CPU only for now) or "dense".
         dense_steps: the first denoising steps run dense (see the module doc for how steps count).
         dense_layers: block indices whose self-attention stays dense.
         tile: tile shape (pt, ph, pw), pt*ph*pw = 128.
@@ -254,7 +255,9 @@ def enable(
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity {sparsity} is outside [0, 1)")
     if method not in METHODS:
-        raise ValueError(f"method {method!r} is not known; expected dense, oracle or meanpool")
+        raise ValueError(
+            f"method {method!r} is not known; expected dense, oracle, meanpool or veda"
+        )
     if not isinstance(dense_steps, int) or isinstance(dense_steps, bool) or dense_steps < 0:
         raise ValueError(f"dense_steps is {dense_steps!r}; expected a non-negative integer")
     layers_dense = tuple(sorted(set(dense_layers)))

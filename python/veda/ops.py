@@ -4,20 +4,30 @@ Two ops, each a single opaque node for torch.compile (a fake implementation give
 shapes without running anything):
 
     torch.ops.veda.attention(q, k, v, out_dtype)          dense, Nq and Nk free
-    torch.ops.veda.sparse_attention(q, k, v, grid, tile, method, sparsity, out_dtype)
+    torch.ops.veda.sparse_attention(q, k, v, grid, tile, method, sparsity, out_dtype,
+                                    head_index, q_projection, k_projection)
                                                           video self-attention over `grid`
 
 q, k, v are [B, N, H, D] (diffusers' layout, D contiguous); both return (out [B, Nq, H, D] in
 out_dtype or q's dtype, lse [B, Nq, H] float32, natural log). Outputs are allocated by torch (its
 caching allocator on the GPU), the current stream is passed down, and nothing waits on the host.
 
-CPU tensors run the C++ CPU reference; CUDA tensors raise ValueError until the GPU path lands
-(issue 5). Argument checking with readable messages is done by veda.sparse_attention; the ops
-only re-check what the C++ side cannot see (device, dtype).
+CPU tensors run the C++ CPU reference. CUDA tensors (an extension built with VEDA_CUDA=ON) run the
+kernels: dense attention through veda::attention_cuda, sparse attention through a
+veda::SparseAttentionPlan that the extension builds once per (device, grid, B, H, D, dtype, tile
+shapes, sparsity, global heads, projections) and keeps; every call then launches on the current
+stream into a workspace that torch allocates here. Building a plan uploads its order tables
+synchronously, so the first call of a shape must come before any CUDA graph capture (torch's
+usual warm-up does that). The GPU path takes bfloat16 or float16 with head dim 64 or 128.
+
+Argument checking with readable messages is done by veda.sparse_attention; the ops only re-check
+what the C++ side cannot see (device, dtype, head dim on the GPU).
 
 Annotations here stay evaluated (no `from __future__ import annotations`):
 torch.library.custom_op infers each op's schema from them.
 """
+
+import math
 
 import torch
 
@@ -29,10 +39,59 @@ DTYPE_CODES = {
     torch.bfloat16: _veda.DTYPE_BF16,
 }
 
-GPU_PATH_MESSAGE = (
-    "veda has no GPU path in this build: the Hopper kernels land with issue 5; "
-    "move q, k, v to the CPU to run the CPU reference"
+GPU_DTYPES = (torch.bfloat16, torch.float16)
+GPU_HEAD_DIMS = (64, 128)
+CPU_METHODS = ("dense", "oracle", "meanpool")
+GPU_METHODS = ("dense", "meanpool", "veda")
+# The GPU kernels load rows in 16-byte pieces: base and batch/token/head strides of 16 bytes.
+GPU_ALIGNMENT_BYTES = 16
+
+NO_GPU_BUILD_MESSAGE = (
+    "this build of veda has no GPU path: reinstall with `VEDA_CUDA=ON pip install .` (needs "
+    "nvcc), or move q, k, v to the CPU to run the CPU reference"
 )
+ORACLE_ON_GPU_MESSAGE = (
+    "method 'oracle' is CPU-only for now; on CUDA tensors use meanpool, veda or dense, or move "
+    "q, k, v to the CPU"
+)
+VEDA_ON_CPU_MESSAGE = (
+    "method 'veda' (the profile's estimator) runs on CUDA tensors only; the CPU reference scores "
+    "tiles with dense, oracle or meanpool"
+)
+
+
+# Whether this build of veda._veda has the GPU entries (VEDA_CUDA=ON at build time); a plain
+# module constant, so torch.compile traces the checks below without looking into the extension.
+HAS_GPU_PATH = bool(getattr(_veda, "BUILT_WITH_CUDA", False)) and hasattr(
+    _veda, "sparse_attention_cuda"
+)
+
+
+def has_gpu_path() -> bool:
+    """Whether this build of veda._veda has the GPU entries (VEDA_CUDA=ON at build time)."""
+    return HAS_GPU_PATH
+
+
+def check_device(tensor: torch.Tensor, name: str = "q") -> None:
+    """CPU, or CUDA with the GPU entries built; anything else raises ValueError."""
+    if tensor.device.type == "cpu":
+        return
+    if tensor.device.type != "cuda":
+        raise ValueError(f"{name} is on {tensor.device}; veda runs on CPU and CUDA tensors")
+    if not HAS_GPU_PATH:
+        raise ValueError(f"{name} is on {tensor.device}; {NO_GPU_BUILD_MESSAGE}")
+
+
+def check_gpu_operand(name: str, tensor: torch.Tensor) -> None:
+    """dtype and head dim of a CUDA operand [B, N, H, D]: what the kernels are built for."""
+    if tensor.dtype not in GPU_DTYPES:
+        raise ValueError(
+            f"{name} has dtype {tensor.dtype}; the GPU path supports bfloat16 and float16"
+        )
+    if tensor.shape[-1] not in GPU_HEAD_DIMS:
+        raise ValueError(
+            f"{name} has head dim {tensor.shape[-1]}; the GPU path supports 64 and 128"
+        )
 
 
 def _tensor_spec(tensor: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
@@ -56,6 +115,10 @@ def _stream_handle(device: torch.device) -> int:
     return 0
 
 
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _check_operands(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         if tensor.dtype not in DTYPE_CODES:
@@ -64,13 +127,31 @@ def _check_operands(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             )
         if tensor.device != q.device:
             raise ValueError(f"{name} is on {tensor.device} but q is on {q.device}")
-    if q.device.type != "cpu":
-        raise ValueError(f"q is on {q.device}; {GPU_PATH_MESSAGE}")
+    check_device(q)
+    if q.device.type == "cuda":
+        for name, tensor in (("q", q), ("k", k), ("v", v)):
+            check_gpu_operand(name, tensor)
+            if tensor.dtype != q.dtype:
+                raise ValueError(
+                    f"{name} has dtype {tensor.dtype} but q has {q.dtype}; the GPU path takes "
+                    "one dtype"
+                )
 
 
 def _head_dim_contiguous(tensor: torch.Tensor) -> torch.Tensor:
     # The C++ views take any batch/token/head strides but need the head dim contiguous.
     return tensor if tensor.stride(-1) == 1 else tensor.contiguous()
+
+
+def _gpu_aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """tensor [B, N, H, D] itself when its rows are 16-byte aligned (D contiguous), else a copy."""
+    element = tensor.element_size()
+    aligned = (
+        tensor.stride(-1) == 1
+        and tensor.data_ptr() % GPU_ALIGNMENT_BYTES == 0
+        and all(stride * element % GPU_ALIGNMENT_BYTES == 0 for stride in tensor.stride()[:-1])
+    )
+    return tensor if aligned else tensor.clone(memory_format=torch.contiguous_format)
 
 
 def _new_outputs(
@@ -88,6 +169,8 @@ def attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense attention: q [B, Nq, H, D], k, v [B, Nk, H, D] -> (out [B, Nq, H, D], lse [B, Nq, H])."""
     _check_operands(q, k, v)
+    if q.device.type == "cuda":
+        return _attention_cuda(q, k, v, out_dtype)
     q, k, v = (_head_dim_contiguous(t) for t in (q, k, v))
     out, lse = _new_outputs(q, out_dtype)
     _veda.attention(
@@ -96,6 +179,26 @@ def attention(
         _tensor_spec(v),
         _tensor_spec(out),
         _lse_spec(lse),
+        _stream_handle(q.device),
+    )
+    return out, lse
+
+
+def _attention_cuda(
+    q: torch.Tensor,  # [B, Nq, H, D]
+    k: torch.Tensor,  # [B, Nk, H, D]
+    v: torch.Tensor,  # [B, Nk, H, D]
+    out_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = (_gpu_aligned(t) for t in (q, k, v))
+    out, lse = _new_outputs(q, out_dtype)  # the kernel writes out in float32, float16 or bf16
+    _veda.attention_cuda(
+        _tensor_spec(q),
+        _tensor_spec(k),
+        _tensor_spec(v),
+        _tensor_spec(out),
+        _lse_spec(lse),
+        _device_index(q.device),
         _stream_handle(q.device),
     )
     return out, lse
@@ -118,15 +221,34 @@ def sparse_attention(
     method: str,
     sparsity: float,
     out_dtype: torch.dtype | None = None,
+    head_index: list[int] | None = None,
+    q_projection: torch.Tensor | None = None,
+    k_projection: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse self-attention over a T x H x W grid: q, k, v [B, N, H, D] with N = T*H*W.
 
-    Per (batch, head): reorder tokens to tile-major order for `tile`, score 128-token tiles by
-    `method` ("dense", "oracle", "meanpool"), keep ceil((1 - sparsity) * tiles) key tiles per
-    query tile (its own tile always kept), attend, restore frame-major order.
+    Per (batch, head): reorder tokens to tile-major order for its tile shape, score 128-token
+    tiles by `method`, keep ceil((1 - sparsity) * tiles) key tiles per query tile (its own tile
+    always kept), attend, restore frame-major order.
     Returns (out [B, N, H, D], lse [B, N, H] float32).
+
+    CPU: method "dense", "oracle" or "meanpool"; `tile` is one shape (3 ints).
+    CUDA: method "dense", "meanpool" or "veda" (the estimator: q_projection, k_projection float32
+    [H_global, 3D, D] on q's device, head_index the global head of each of q's H heads, default
+    0..H-1); `tile` is one shape for all heads (3 ints) or one per head (3 * H ints).
     """
     _check_operands(q, k, v)
+    if q.device.type == "cuda":
+        return _sparse_attention_cuda(
+            q, k, v, grid, tile, method, sparsity, out_dtype, head_index, q_projection, k_projection
+        )
+    if method == "veda" or q_projection is not None or k_projection is not None:
+        raise ValueError(VEDA_ON_CPU_MESSAGE)
+    if len(tile) != 3:
+        raise ValueError(
+            f"tile has {len(tile)} entries; the CPU reference takes one tile shape (3 ints), "
+            "per-head shapes run on CUDA tensors"
+        )
     q, k, v = (_head_dim_contiguous(t) for t in (q, k, v))
     out, lse = _new_outputs(q, out_dtype)
     _veda.sparse_attention(
@@ -144,6 +266,106 @@ def sparse_attention(
     return out, lse
 
 
+def _check_projections(
+    q: torch.Tensor, q_projection: torch.Tensor | None, k_projection: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if q_projection is None or k_projection is None:
+        raise ValueError(
+            "method 'veda' needs the estimator parameters q_projection and k_projection (a "
+            "profile with an estimator file); without them use meanpool"
+        )
+    dim = q.shape[-1]
+    for name, projection in (("q_projection", q_projection), ("k_projection", k_projection)):
+        if (
+            projection.dim() != 3
+            or tuple(projection.shape[1:]) != (3 * dim, dim)
+            or projection.dtype != torch.float32
+            or projection.device != q.device
+            or not projection.is_contiguous()
+        ):
+            raise ValueError(
+                f"{name} is {projection.dtype} {list(projection.shape)} on {projection.device}; "
+                f"expected contiguous float32 [H_global, {3 * dim}, {dim}] on {q.device}"
+            )
+    if q_projection.shape != k_projection.shape:
+        raise ValueError(
+            f"q_projection has shape {list(q_projection.shape)} but k_projection has "
+            f"{list(k_projection.shape)}"
+        )
+    return q_projection, k_projection
+
+
+def _sparse_attention_cuda(
+    q: torch.Tensor,  # [B, N, H, D]
+    k: torch.Tensor,  # [B, N, H, D]
+    v: torch.Tensor,  # [B, N, H, D]
+    grid: list[int],
+    tile: list[int],
+    method: str,
+    sparsity: float,
+    out_dtype: torch.dtype | None,
+    head_index: list[int] | None,
+    q_projection: torch.Tensor | None,
+    k_projection: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if method == "oracle":
+        raise ValueError(ORACLE_ON_GPU_MESSAGE)
+    if method not in GPU_METHODS:
+        raise ValueError(f"method {method!r} is not known; expected dense, meanpool or veda")
+    batch, tokens, heads, dim = q.shape
+    if len(grid) != 3 or grid[0] * grid[1] * grid[2] != tokens:
+        raise ValueError(
+            f"grid {'x'.join(str(side) for side in grid)} has {math.prod(grid)} tokens but q has "
+            f"N = {tokens}"
+        )
+    if method == "dense":
+        return _attention_cuda(q, k, v, out_dtype)
+    if len(tile) not in (3, 3 * heads):
+        raise ValueError(
+            f"tile has {len(tile)} entries; expected 3 (one shape) or 3 * {heads} (one per head)"
+        )
+    tiles = [tuple(tile[i : i + 3]) for i in range(0, len(tile), 3)]
+    q_pointer = k_pointer = projection_heads = 0
+    global_head: list[int] = []
+    if method == "veda":
+        q_projection, k_projection = _check_projections(q, q_projection, k_projection)
+        q_pointer, k_pointer = q_projection.data_ptr(), k_projection.data_ptr()
+        projection_heads = q_projection.shape[0]
+        global_head = [int(h) for h in head_index] if head_index is not None else []
+    q, k, v = (_gpu_aligned(t) for t in (q, k, v))
+    out, lse = _new_outputs(q, None)  # the plan writes out in q's dtype and lse [B, N, H]
+    device = _device_index(q.device)
+    # What the plan is built for; the extension looks its cached plan up by these.
+    plan = (
+        list(grid),
+        tiles,
+        float(sparsity),
+        global_head,
+        q_pointer,
+        k_pointer,
+        projection_heads,
+    )
+    workspace_bytes = _veda.plan_workspace_bytes(
+        device, plan[0], batch, heads, dim, DTYPE_CODES[q.dtype], *plan[1:]
+    )
+    workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=q.device)
+    _veda.sparse_attention_cuda(
+        _tensor_spec(q),
+        _tensor_spec(k),
+        _tensor_spec(v),
+        _tensor_spec(out),
+        _lse_spec(lse),
+        *plan,
+        workspace.data_ptr(),
+        workspace_bytes,
+        device,
+        _stream_handle(q.device),
+    )
+    if out_dtype is not None and out_dtype != out.dtype:
+        out = out.to(out_dtype)
+    return out, lse
+
+
 @sparse_attention.register_fake
 def _sparse_attention_fake(
     q: torch.Tensor,
@@ -154,5 +376,8 @@ def _sparse_attention_fake(
     method: str,
     sparsity: float,
     out_dtype: torch.dtype | None = None,
+    head_index: list[int] | None = None,
+    q_projection: torch.Tensor | None = None,
+    k_projection: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     return _new_outputs(q, out_dtype)

@@ -6,9 +6,11 @@ The file is the JSON of include/veda/method/profile.h:
      "estimator_file": "....estimator.safetensors",
      "layers": [{"layer": 0, "heads": [{"head": 0, "tile": "1x8x16", "sparsity": 0.9, ...}]}]}
 
-The Python layer reads the tile shape, sparsity and optional threshold of every head. The
-estimator parameters (p_q, p_k) are not applied by this build: selection scores tiles with the
-method given to veda.sparse_attention (meanpool, the estimator at P = 0) in each head's tile shape.
+The Python layer reads the tile shape, sparsity and optional threshold of every head, and where
+the profile names an estimator file and each head's p_q, p_k tensors (F32 [3D, D]), the estimator
+parameters: read lazily (safetensors) on the first call of method "veda" on CUDA tensors, stacked
+per layer to [H, 3D, D] float32 and uploaded once per device (LayerProfile.estimator). Thresholds
+are read but not applied.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 PROFILE_FORMAT = "veda-profile"
 PROFILE_VERSION = 1
@@ -61,10 +65,75 @@ class HeadSettings:
 
 @dataclass(frozen=True)
 class LayerProfile:
-    """Per-head settings of one layer; heads[h] belongs to global head h."""
+    """Per-head settings of one layer; heads[h] belongs to global head h.
+
+    The estimator parameters, optional: p_q, p_k float32 [H, 3D, D] given directly, or
+    estimator_file plus estimator_names ((p_q name, p_k name) per head) to read on first use.
+    """
 
     layer: int
     heads: tuple[HeadSettings, ...]
+    p_q: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    p_k: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    estimator_file: Path | None = field(default=None, compare=False, repr=False)
+    estimator_names: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    # device -> (p_q, p_k) on that device; filled by estimator().
+    _estimator_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def has_estimator(self) -> bool:
+        return (self.p_q is not None and self.p_k is not None) or (
+            self.estimator_file is not None and len(self.estimator_names) == len(self.heads)
+        )
+
+    def estimator(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(p_q, p_k), contiguous float32 [H, 3D, D] on `device`, uploaded once per device; None
+        when the profile has no estimator parameters for this layer."""
+        if not self.has_estimator():
+            return None
+        key = str(torch.device(device))
+        cached = self._estimator_cache.get(key)
+        if cached is None:
+            if self.p_q is not None and self.p_k is not None:
+                p_q, p_k = self.p_q, self.p_k
+            else:
+                p_q, p_k = self._read_estimator()
+            cached = tuple(
+                p.to(device=device, dtype=torch.float32).contiguous() for p in (p_q, p_k)
+            )
+            self._estimator_cache[key] = cached  # type: ignore[assignment]
+        return cached
+
+    def _read_estimator(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            from safetensors import safe_open
+        except ImportError:
+            raise ValueError(
+                f"layer {self.layer}'s estimator is in {self.estimator_file}; reading it needs "
+                "the package safetensors"
+            ) from None
+        stacks: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        try:
+            with safe_open(str(self.estimator_file), framework="pt") as tensors:
+                names = set(tensors.keys())
+                for pair in self.estimator_names:
+                    for stack, name in zip(stacks, pair):
+                        if name not in names:
+                            raise ValueError(
+                                f"estimator file {self.estimator_file} has no tensor '{name}' "
+                                f"(layer {self.layer})"
+                            )
+                        stack.append(tensors.get_tensor(name).float())
+        except OSError as error:
+            raise ValueError(f"cannot read estimator file {self.estimator_file}: {error}") from None
+        p_q, p_k = (torch.stack(stack) for stack in stacks)  # [H, 3D, D]
+        if p_q.dim() != 3 or p_q.shape[1] != 3 * p_q.shape[2] or p_q.shape != p_k.shape:
+            raise ValueError(
+                f"estimator file {self.estimator_file} holds p_q {list(p_q.shape)} and p_k "
+                f"{list(p_k.shape)} for layer {self.layer}; expected [H, 3D, D] each"
+            )
+        return p_q, p_k
 
 
 @dataclass(frozen=True)
@@ -101,10 +170,15 @@ class Profile:
                 f"{where} has format {document.get('format')!r} version "
                 f"{document.get('version')!r}; expected '{PROFILE_FORMAT}' version {PROFILE_VERSION}"
             )
+        estimator_file = None
+        if isinstance(document.get("estimator_file"), str):
+            base = source.parent if source is not None else Path()
+            estimator_file = base / document["estimator_file"]
         layers = {}
         for layer_entry in _field(document, "layers", list, where):
             index = _field(layer_entry, "layer", int, where)
             heads = []
+            names = []
             for position, head_entry in enumerate(_field(layer_entry, "heads", list, where)):
                 head_where = f"{where} layer {index} head {position}"
                 if _field(head_entry, "head", int, head_where) != position:
@@ -122,7 +196,17 @@ class Profile:
                 heads.append(
                     HeadSettings(tile, sparsity, None if threshold is None else float(threshold))
                 )
-            layers[index] = LayerProfile(index, tuple(heads))
+                if isinstance(head_entry.get("p_q"), str) and isinstance(
+                    head_entry.get("p_k"), str
+                ):
+                    names.append((head_entry["p_q"], head_entry["p_k"]))
+            complete = estimator_file is not None and len(names) == len(heads)
+            layers[index] = LayerProfile(
+                index,
+                tuple(heads),
+                estimator_file=estimator_file if complete else None,
+                estimator_names=tuple(names) if complete else (),
+            )
         return cls(
             model=str(document.get("model", "unnamed")),
             head_dim=int(document.get("head_dim", 128)),

@@ -9,6 +9,7 @@ against float32 SDPA on the same (rounded) inputs is at most half a bf16 ulp of 
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -251,15 +252,55 @@ def test_bad_tensors_raise_with_clear_messages():
         veda.sparse_attention([1.0], k, v, grid=GRID)
     wide = torch.zeros(1, 512, 1, 300)
     with pytest.raises(
-        ValueError, match="q has head dim 300; this build supports head dims 1 to 256"
+        ValueError, match="q has head dim 300; the CPU reference supports head dims 1 to 256"
     ):
         veda.sparse_attention(wide, wide, wide, grid=GRID)
 
 
-def test_gpu_tensors_name_the_issue_of_the_gpu_path():
+def test_other_devices_raise_with_clear_messages():
     q = torch.empty(1, 512, 2, 32, device="meta")
-    with pytest.raises(ValueError, match="issue 5"):
+    with pytest.raises(ValueError, match="q is on meta; veda runs on CPU and CUDA tensors"):
         veda.sparse_attention(q, q, q, grid=GRID)
+
+
+def test_estimator_method_is_gpu_only():
+    q, k, v = random_qkv(batch=1, heads=2)
+    with pytest.raises(ValueError, match="method 'veda' .* runs on CUDA tensors only"):
+        veda.sparse_attention(q, k, v, grid=GRID, method="veda")
+
+
+def test_profile_reads_the_estimator_file(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    dim = 32
+    generator = torch.Generator().manual_seed(5)
+    tensors = {
+        f"layer3.head{h}.{which}": torch.randn(3 * dim, dim, generator=generator)
+        for h in range(2)
+        for which in ("p_q", "p_k")
+    }
+    safetensors_torch.save_file(tensors, str(tmp_path / "m.estimator.safetensors"))
+    heads = [
+        {"head": h, "tile": "1x8x16", "sparsity": 0.9, "p_q": f"layer3.head{h}.p_q",
+         "p_k": f"layer3.head{h}.p_k"}
+        for h in range(2)
+    ]  # fmt: skip
+    document = {
+        "format": "veda-profile",
+        "version": 1,
+        "head_dim": dim,
+        "estimator_file": "m.estimator.safetensors",
+        "layers": [{"layer": 3, "heads": heads}],
+    }
+    (tmp_path / "m.json").write_text(json.dumps(document))
+    layer = veda.Profile.load(tmp_path / "m.json").layer(3)
+    assert layer.has_estimator()
+    p_q, p_k = layer.estimator("cpu")
+    assert p_q.shape == (2, 3 * dim, dim) and p_q.dtype == torch.float32
+    assert torch.equal(p_q[1], tensors["layer3.head1.p_q"])
+    assert torch.equal(p_k[0], tensors["layer3.head0.p_k"])
+    assert layer.estimator("cpu")[0] is p_q  # read and converted once per device
+    document.pop("estimator_file")
+    assert not veda.Profile.from_dict(document).layer(3).has_estimator()
 
 
 def test_cpp_errors_arrive_as_value_error():
