@@ -192,6 +192,43 @@ INSTANTIATE_TEST_SUITE_P(
                                  }}),
     [](const auto& test) { return std::string(test.param.name); });
 
+TEST(AttentionParams, OutOrderStoresEachRowAtItsFrameMajorPlace) {
+  const Grid grid{2, 9, 20};
+  const std::int64_t tokens = grid.tokens(), heads = 2, dim = 16;
+  const auto q = random_matrix(tokens * heads, dim, 21), k = random_matrix(tokens * heads, dim, 22),
+             v = random_matrix(tokens * heads, dim, 23);
+  std::vector<std::int32_t> order = tile_major_order(grid, {2, 8, 8});
+  const std::vector<std::int32_t> second = tile_major_order(grid, {1, 8, 16});
+  order.insert(order.end(), second.begin(), second.end());
+  const std::vector<std::int32_t> head_group = {1, 0};
+  AttentionParams params;
+  params.q = TokensView::contiguous(q.data(), DType::kF32, 1, tokens, heads, dim);
+  params.k = TokensView::contiguous(k.data(), DType::kF32, 1, tokens, heads, dim);
+  params.v = TokensView::contiguous(v.data(), DType::kF32, 1, tokens, heads, dim);
+  params.scale = 0.25f;
+  std::vector<float> plain(q.size()), plain_lse(static_cast<std::size_t>(tokens * heads));
+  params.out = plain.data(), params.lse = plain_lse.data();
+  params.out_stride_batch = tokens * heads * dim, params.out_stride_token = heads * dim;
+  params.out_stride_head = dim;
+  params.lse_stride_batch = tokens * heads, params.lse_stride_token = heads;
+  params.lse_stride_head = 1;
+  attention_cpu(params);
+  std::vector<float> permuted(q.size(), std::nanf("")),
+      permuted_lse(plain_lse.size(), std::nanf(""));
+  params.out = permuted.data(), params.lse = permuted_lse.data();
+  params.out_order = order.data(), params.out_head_group = head_group.data();
+  attention_cpu(params);
+  for (std::int64_t h = 0; h < heads; ++h) {
+    for (std::int64_t r = 0; r < tokens; ++r) {
+      const std::int64_t n = order[head_group[h] * tokens + r];
+      ASSERT_EQ(permuted_lse[n * heads + h], plain_lse[r * heads + h]) << "head " << h;
+      for (std::int64_t d = 0; d < dim; ++d) {
+        ASSERT_EQ(permuted[(n * heads + h) * dim + d], plain[(r * heads + h) * dim + d]);
+      }
+    }
+  }
+}
+
 TEST(AttentionParams, RejectsMismatchedShapesWithAClearMessage) {
   std::vector<float> data(2 * 10 * 64, 0.0f), out(data.size());
   AttentionParams params;

@@ -26,6 +26,12 @@ struct AttentionParams {
   // Optional float32 lse (natural log), strides in elements; nullptr to skip.
   float* lse = nullptr;
   std::int64_t lse_stride_batch = 0, lse_stride_token = 0, lse_stride_head = 0;
+  // Optional output row permutation, so that attention over tile-major q, k, v writes O and lse
+  // straight into frame-major order (no separate scatter pass): query row r of head h is stored
+  // at row out_order[out_head_group[h] * Nq + r]. out_order [G, Nq] as in TileGatherParams;
+  // out_head_group [H], nullptr putting every head in group 0. nullptr out_order: row r.
+  const std::int32_t* out_order = nullptr;
+  const std::int32_t* out_head_group = nullptr;
 
   // Throws veda::Error naming the first inconsistent argument.
   void validate() const;

@@ -132,15 +132,20 @@ void attention_cpu(const AttentionParams& params) {
       attend_head(q_head, k_head, v_head, dim, params.scale,
                   index ? index->counts + (b * index->heads + h) * index->q_tiles : nullptr,
                   index ? index->row(b, h, 0) : nullptr, index ? index->budget : 0, out, lse);
-      for (std::int64_t n = 0; n < q.tokens; ++n) {
+      const std::int32_t* order =
+          params.out_order
+              ? params.out_order + (params.out_head_group ? params.out_head_group[h] : 0) * q.tokens
+              : nullptr;
+      for (std::int64_t r = 0; r < q.tokens; ++r) {
+        const std::int64_t n = order ? order[r] : r;  // the row this result is stored at
         const std::int64_t base =
             b * params.out_stride_batch + n * params.out_stride_token + h * params.out_stride_head;
         for (std::int64_t d = 0; d < dim; ++d) {
-          store_from_float(params.out, params.out_dtype, base + d, out[n * dim + d]);
+          store_from_float(params.out, params.out_dtype, base + d, out[r * dim + d]);
         }
         if (params.lse != nullptr) {
           params.lse[b * params.lse_stride_batch + n * params.lse_stride_token +
-                     h * params.lse_stride_head] = lse[n];
+                     h * params.lse_stride_head] = lse[r];
         }
       }
     }

@@ -44,8 +44,8 @@ class WorkspaceCarver {
 };
 
 struct Workspace {
-  void *q_tiled, *k_tiled, *v_tiled, *out_tiled;
-  float *lse_tiled, *q_stats, *k_stats;
+  void *q_tiled, *k_tiled, *v_tiled;
+  float *q_stats, *k_stats;
   void* selection;
   std::int32_t *counts, *indices;
 };
@@ -108,8 +108,6 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
   w.q_tiled = carver.take(elements * 2);
   w.k_tiled = carver.take(elements * 2);
   w.v_tiled = carver.take(elements * 2);
-  w.out_tiled = carver.take(elements * 2);
-  w.lse_tiled = carver.take<float>(static_cast<std::size_t>(s.batch * s.heads * tokens) * 4);
   w.q_stats = carver.take<float>(stats * 4);
   w.k_stats = carver.take<float>(stats * 4);
   w.selection = carver.take(selection_bytes);
@@ -178,35 +176,18 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
   attention.q = tiled(w.q_tiled), attention.k = tiled(w.k_tiled), attention.v = tiled(w.v_tiled);
   attention.index = &index;
   attention.scale = selection.scale;
-  attention.out = w.out_tiled, attention.out_dtype = s.dtype;
-  attention.out_stride_batch = s.heads * tokens_ * s.dim;
-  attention.out_stride_token = s.dim;
-  attention.out_stride_head = tokens_ * s.dim;
-  attention.lse = w.lse_tiled;
-  attention.lse_stride_batch = s.heads * tokens_;
-  attention.lse_stride_token = 1;
-  attention.lse_stride_head = tokens_;
+  // Results go straight to their frame-major rows of out [B, N, H, D] and lse [B, N, H].
+  attention.out = out, attention.out_dtype = s.dtype;
+  attention.out_stride_batch = tokens_ * s.heads * s.dim;
+  attention.out_stride_token = s.heads * s.dim;
+  attention.out_stride_head = s.dim;
+  attention.lse = lse;
+  attention.lse_stride_batch = tokens_ * s.heads;
+  attention.lse_stride_token = s.heads;
+  attention.lse_stride_head = 1;
+  attention.out_order = order_;
+  attention.out_head_group = head_group_;
   attention_cuda(attention, stream);
-
-  TileScatterParams scatter{w.out_tiled,
-                            s.dtype,
-                            s.batch,
-                            tokens_,
-                            s.heads,
-                            s.dim,
-                            order_,
-                            groups_,
-                            head_group_,
-                            out,
-                            tokens_ * s.heads * s.dim,
-                            s.heads * s.dim,
-                            s.dim};
-  if (lse != nullptr) {
-    scatter.lse_tiled = w.lse_tiled, scatter.lse = lse;
-    scatter.lse_stride_batch = tokens_ * s.heads, scatter.lse_stride_token = s.heads;
-    scatter.lse_stride_head = 1;
-  }
-  tile_scatter_cuda(scatter, stream);
 }
 
 }  // namespace veda

@@ -1,15 +1,15 @@
 // Veda's sparse self-attention of one layer on the GPU, as a plan/run pair:
 //   plan (once per shape): tile-major order tables per tile shape, uploaded to the device;
 //   run  (every call):     gather q, k, v into tile-major order with per-tile statistics,
-//                          select key tiles with the estimator, block-sparse attention,
-//                          scatter the output (and lse) back to frame-major order.
-// run launches 8 kernels on the caller's stream, into the caller's workspace: no allocation and
+//                          select key tiles with the estimator, block-sparse attention whose
+//                          epilogue stores O (and lse) straight at their frame-major rows.
+// run launches 7 kernels on the caller's stream, into the caller's workspace: no allocation and
 // no host synchronisation, so a whole call can be captured in a CUDA graph.
 //
-// Memory per call beyond q, k, v and out (workspace_bytes): tile-major copies of q, k, v and of
-// the output (4 x B*N*H*D elements), lse (4 B*H*N bytes), statistics and descriptors
-// (4 x B*H*T*(3D + D) * 2 bytes) and the index (4 B*H*T*(budget + 1) bytes). At Wan2.1-14B 720p
-// (B = 1, N = 75,600, H = 40, D = 128, bf16) that is 3.1 GB, dominated by the tile-major copies.
+// Memory per call beyond q, k, v and out (workspace_bytes): tile-major copies of q, k, v
+// (3 x B*N*H*D elements), statistics and descriptors (4 x B*H*T*(3D + D) * 2 bytes) and the
+// index (4 B*H*T*(budget + 1) bytes). At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128,
+// bf16) that is 2.3 GB, dominated by the tile-major copies.
 #pragma once
 
 #include <cuda_runtime_api.h>

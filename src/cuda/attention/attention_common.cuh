@@ -47,9 +47,17 @@ __device__ __forceinline__ TileList tile_list(const AttentionLaunch& p, int b, i
   return {p.rows + slot * p.budget, __ldg(p.counts + slot)};
 }
 
+// The row that query row `token` of head h is stored at (p.out_order: tile-major -> frame-major).
+__device__ __forceinline__ int output_row(const AttentionLaunch& p, int token, int h) {
+  if (p.out_order == nullptr) return token;
+  const int group = p.out_head_group ? __ldg(p.out_head_group + h) : 0;
+  return __ldg(p.out_order + static_cast<std::int64_t>(group) * p.q_tokens + token);
+}
+
 // Stores two adjacent output elements (columns col, col + 1) of row `token`.
 __device__ __forceinline__ void store_out_pair(const AttentionLaunch& p, int b, int token, int h,
                                                int col, float x0, float x1) {
+  token = output_row(p, token, h);
   const std::int64_t offset =
       b * p.out_stride_batch + token * p.out_stride_token + h * p.out_stride_head + col;
   switch (p.out_dtype) {
@@ -69,6 +77,7 @@ __device__ __forceinline__ void store_out_pair(const AttentionLaunch& p, int b, 
 __device__ __forceinline__ void store_lse(const AttentionLaunch& p, int b, int token, int h,
                                           float value) {
   if (p.lse == nullptr) return;
+  token = output_row(p, token, h);
   p.lse[b * p.lse_stride_batch + token * p.lse_stride_token + h * p.lse_stride_head] = value;
 }
 

@@ -119,6 +119,8 @@ AttentionLaunch make_launch(const AttentionParams& p) {
   launch.lse_stride_batch = p.lse_stride_batch;
   launch.lse_stride_token = p.lse_stride_token;
   launch.lse_stride_head = p.lse_stride_head;
+  launch.out_order = p.out_order;
+  launch.out_head_group = p.out_head_group;
   return launch;
 }
 

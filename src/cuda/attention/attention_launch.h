@@ -33,6 +33,9 @@ struct AttentionLaunch {
   std::int64_t out_stride_batch = 0, out_stride_token = 0, out_stride_head = 0;
   float* lse = nullptr;  // [B, Nq, H] or nullptr
   std::int64_t lse_stride_batch = 0, lse_stride_token = 0, lse_stride_head = 0;
+  // Optional: query row r of head h is stored at row out_order[out_head_group[h] * Nq + r].
+  const std::int32_t* out_order = nullptr;
+  const std::int32_t* out_head_group = nullptr;
 };
 
 // Returns the launch error (cudaSuccess when queued). kType is kBF16 or kF16, kDim 64 or 128.
