@@ -39,46 +39,6 @@ TEST(TileGather, EachHeadUsesItsGroupsOrder) {
   }
 }
 
-TEST(TileScatter, InvertsTheGatherForOutputsAndLse) {
-  const Grid grid{2, 9, 20};
-  const std::int64_t tokens = grid.tokens(), heads = 2, dim = 4;
-  const std::vector<float> x = testing::random_matrix(tokens * heads, dim, 5);
-  std::vector<std::int32_t> order = tile_major_order(grid, {2, 8, 8});
-  const std::vector<std::int32_t> second = tile_major_order(grid, {1, 8, 16});
-  order.insert(order.end(), second.begin(), second.end());
-  const std::vector<std::int32_t> head_group = {0, 1};
-  std::vector<float> tiled(x.size());
-  tile_gather_cpu({TokensView::contiguous(x.data(), DType::kF32, 1, tokens, heads, dim),
-                   order.data(), 2, head_group.data(), tiled.data()});
-  std::vector<float> lse_tiled(heads * tokens);
-  for (std::int64_t h = 0; h < heads; ++h) {
-    for (std::int64_t i = 0; i < tokens; ++i)
-      lse_tiled[h * tokens + i] = tiled[(h * tokens + i) * dim];
-  }
-  std::vector<float> back(x.size(), std::nanf("")), lse(heads * tokens, std::nanf(""));
-  TileScatterParams params{tiled.data(),
-                           DType::kF32,
-                           1,
-                           tokens,
-                           heads,
-                           dim,
-                           order.data(),
-                           2,
-                           head_group.data(),
-                           back.data(),
-                           tokens * heads * dim,
-                           heads * dim,
-                           dim,
-                           lse_tiled.data(),
-                           lse.data(),
-                           tokens * heads,
-                           heads,
-                           1};
-  tile_scatter_cpu(params);
-  EXPECT_EQ(back, x);
-  for (std::int64_t n = 0; n < tokens * heads; ++n) ASSERT_EQ(lse[n], x[n * dim]) << n;
-}
-
 TEST(TileSelection, ZeroProjectionSelectsWhatMeanPoolingSelects) {
   const Grid grid{4, 16, 16};
   const std::int64_t tokens = grid.tokens(), heads = 2, dim = 32, tiles = tile_count(tokens);

@@ -43,43 +43,4 @@ void tile_gather_cpu(const TileGatherParams& params) {
   }
 }
 
-void TileScatterParams::validate() const {
-  VEDA_CHECK(x_tiled != nullptr && out != nullptr, "tile scatter needs its input and output");
-  VEDA_CHECK(is_floating(dtype), "tile scatter of dtype ", dtype_name(dtype),
-             "; expected F32, F16 or BF16");
-  VEDA_CHECK(batch > 0 && tokens > 0 && heads > 0 && dim > 0, "tile scatter of [", batch, ", ",
-             heads, ", ", tokens, ", ", dim, "]; expected every size positive");
-  VEDA_CHECK(order != nullptr && groups >= 1 && (head_group != nullptr || groups == 1),
-             "tile scatter needs an order table and, for ", groups,
-             " shape groups, the group of each head");
-  VEDA_CHECK((lse_tiled == nullptr) == (lse == nullptr),
-             "tile scatter needs both lse_tiled and lse, or neither");
-}
-
-void tile_scatter_cpu(const TileScatterParams& params) {
-  params.validate();
-  const std::int64_t tokens = params.tokens, dim = params.dim;
-  for (std::int64_t b = 0; b < params.batch; ++b) {
-    for (std::int64_t h = 0; h < params.heads; ++h) {
-      const std::int64_t group = params.head_group ? params.head_group[h] : 0;
-      const std::int32_t* order = params.order + group * tokens;
-      const std::int64_t head = b * params.heads + h;
-      for (std::int64_t i = 0; i < tokens; ++i) {
-        const std::int64_t n = order[i];
-        const std::int64_t base =
-            b * params.out_stride_batch + n * params.out_stride_token + h * params.out_stride_head;
-        for (std::int64_t d = 0; d < dim; ++d) {
-          const float value =
-              load_as_float(params.x_tiled, params.dtype, (head * tokens + i) * dim + d);
-          store_from_float(params.out, params.dtype, base + d, value);
-        }
-        if (params.lse != nullptr) {
-          params.lse[b * params.lse_stride_batch + n * params.lse_stride_token +
-                     h * params.lse_stride_head] = params.lse_tiled[head * tokens + i];
-        }
-      }
-    }
-  }
-}
-
 }  // namespace veda

@@ -57,73 +57,7 @@ __global__ void tile_gather_kernel(GatherArgs args) {
   }
 }
 
-struct ScatterArgs {
-  const void* x_tiled;
-  std::int64_t tokens, dim;
-  const std::int32_t* order;
-  const std::int32_t* head_group;
-  void* out;
-  std::int64_t out_stride_batch, out_stride_token, out_stride_head;
-  const float* lse_tiled;
-  float* lse;
-  std::int64_t lse_stride_batch, lse_stride_token, lse_stride_head;
-};
-
-// Block (tile, head, batch): each warp moves whole rows; lanes stride over the head dim.
-template <typename Element>
-__global__ void tile_scatter_kernel(ScatterArgs args) {
-  const std::int64_t tile = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const std::int64_t heads = gridDim.y, dim = args.dim;
-  const std::int64_t begin = tile * kTileTokens;
-  const int rows = static_cast<int>(min(std::int64_t{kTileTokens}, args.tokens - begin));
-  const std::int64_t group = args.head_group ? args.head_group[head] : 0;
-  const std::int32_t* order = args.order + group * args.tokens + begin;
-  const std::int64_t tiled_row = (batch * heads + head) * args.tokens + begin;
-  const Element* x = static_cast<const Element*>(args.x_tiled) + tiled_row * dim;
-  Element* out =
-      static_cast<Element*>(args.out) + batch * args.out_stride_batch + head * args.out_stride_head;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  for (int r = warp; r < rows; r += warps) {
-    const std::int64_t token = order[r];
-    for (std::int64_t d = lane; d < dim; d += 32)
-      out[token * args.out_stride_token + d] = x[r * dim + d];
-    if (args.lse != nullptr && lane == 0) {
-      args.lse[batch * args.lse_stride_batch + token * args.lse_stride_token +
-               head * args.lse_stride_head] = args.lse_tiled[tiled_row + r];
-    }
-  }
-}
-
 }  // namespace
-
-void tile_scatter_cuda(const TileScatterParams& params, cudaStream_t stream) {
-  params.validate();
-  VEDA_CHECK(
-      tile_count(params.tokens) <= 2147483647 && params.heads <= 65535 && params.batch <= 65535,
-      "tile scatter grid of ", tile_count(params.tokens), " tiles x ", params.heads, " heads x ",
-      params.batch, " batches exceeds the launch limits");
-  const ScatterArgs args{params.x_tiled,
-                         params.tokens,
-                         params.dim,
-                         params.order,
-                         params.head_group,
-                         params.out,
-                         params.out_stride_batch,
-                         params.out_stride_token,
-                         params.out_stride_head,
-                         params.lse_tiled,
-                         params.lse,
-                         params.lse_stride_batch,
-                         params.lse_stride_token,
-                         params.lse_stride_head};
-  const dim3 grid(static_cast<unsigned>(tile_count(params.tokens)),
-                  static_cast<unsigned>(params.heads), static_cast<unsigned>(params.batch));
-  cuda_detail::dispatch_floating(params.dtype, [&](auto element) {
-    tile_scatter_kernel<decltype(element)><<<grid, 256, 0, stream>>>(args);
-  });
-  const cudaError_t status = cudaGetLastError();
-  VEDA_CHECK(status == cudaSuccess, "tile scatter launch failed: ", cudaGetErrorString(status));
-}
 
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
   params.validate();

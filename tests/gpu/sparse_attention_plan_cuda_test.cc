@@ -1,5 +1,5 @@
 // The whole GPU sparse attention call (plan/run) against the CPU references composed the same
-// way: gather, selection, block-sparse attention, scatter.
+// way: gather, selection, block-sparse attention into frame-major rows.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -35,7 +35,8 @@ struct Reference {
   std::vector<float> lse;  // [B, N, H]
 };
 
-// The CPU composition of what SparseAttentionPlan::run does, on the same bf16 inputs.
+// The CPU composition of what SparseAttentionPlan::run does, on the same bf16 inputs:
+// gather, selection, then attention storing rows at their frame-major places.
 Reference reference_run(const SparseLayerSettings& s, const std::vector<float>& projection_q,
                         const std::vector<float>& projection_k, const TokensView& q,
                         const TokensView& k, const TokensView& v) {
@@ -87,28 +88,18 @@ Reference reference_run(const SparseLayerSettings& s, const std::vector<float>& 
                       dim,      tokens * dim};
   };
   const BlockIndexView view = index.view();
-  std::vector<float> out_tiled(elements),
-      lse_tiled(static_cast<std::size_t>(s.batch * s.heads * tokens));
-  AttentionParams attention{tiled(q_tiled),
-                            tiled(k_tiled),
-                            tiled(v_tiled),
-                            &view,
-                            selection.scale,
-                            out_tiled.data(),
-                            DType::kF32,
-                            s.heads * tokens * dim,
-                            dim,
-                            tokens * dim,
-                            lse_tiled.data(),
-                            s.heads * tokens,
-                            1,
-                            tokens};
+  Reference reference{std::vector<float>(elements),
+                      std::vector<float>(static_cast<std::size_t>(s.batch * tokens * s.heads))};
+  AttentionParams attention;
+  attention.q = tiled(q_tiled), attention.k = tiled(k_tiled), attention.v = tiled(v_tiled);
+  attention.index = &view, attention.scale = selection.scale;
+  attention.out = reference.out.data(), attention.out_dtype = DType::kF32;
+  attention.out_stride_batch = tokens * s.heads * dim, attention.out_stride_token = s.heads * dim;
+  attention.out_stride_head = dim;
+  attention.lse = reference.lse.data(), attention.lse_stride_batch = tokens * s.heads;
+  attention.lse_stride_token = s.heads, attention.lse_stride_head = 1;
+  attention.out_order = order.data(), attention.out_head_group = head_group.data();
   attention_cpu(attention);
-  Reference reference{std::vector<float>(elements), std::vector<float>(lse_tiled.size())};
-  tile_scatter_cpu({out_tiled.data(), DType::kF32, s.batch, tokens, s.heads, dim, order.data(),
-                    groups, head_group.data(), reference.out.data(), tokens * s.heads * dim,
-                    s.heads * dim, dim, lse_tiled.data(), reference.lse.data(), tokens * s.heads,
-                    s.heads, 1});
   return reference;
 }
 

@@ -17,9 +17,6 @@ namespace veda {
 // writes them tile-major and reduces mean, max, min: N*H*D elements in, as many out.
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream);
 
-// One block per (tile, head, batch) writes the tile's rows to their frame-major places.
-void tile_scatter_cuda(const TileScatterParams& params, cudaStream_t stream);
-
 // Scratch for the projected descriptors, 4 * B * H * (Tq + Tk) * D bytes.
 std::size_t tile_selection_workspace_bytes(const TileSelectionParams& params);
 
