@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_runner.h"
 #include "veda/dtype.h"
 #include "veda/safetensors.h"
 
@@ -24,23 +25,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Appends rather than concatenating temporaries: GCC 12 at -O3 reports a false -Wrestrict on
-// `"literal" + std::string` (GCC bug 105329).
-std::string quoted(const fs::path& path) {
-  std::string text = "'";
-  text.append(path.string()).append("'");
-  return text;
-}
+using testing::CommandResult;
+using testing::quoted;
+using testing::read_text;
 
 // Shape and sizes of the test input: grid 3x10x10 = 300 tokens, tiles 1x8x16 -> 3 tiles.
 constexpr std::int64_t kBatch = 1, kTokens = 300, kHeads = 2, kDim = 32;
@@ -147,20 +134,7 @@ class CliTest : public ::testing::Test {
   fs::path file(const std::string& name) const { return dir_ / name; }
 
   // Runs `veda ARGS`, capturing stdout and stderr.
-  CommandResult veda(const std::string& args) const {
-    const fs::path out = file("stdout.txt"), err = file("stderr.txt");
-    std::string command = quoted(VEDA_CLI_PATH);
-    command.append(" ").append(args).append(" >").append(quoted(out));
-    command.append(" 2>").append(quoted(err));
-    const int status = std::system(command.c_str());
-    CommandResult result;
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = read_text(out);
-    result.err = read_text(err);
-    fs::remove(out);
-    fs::remove(err);
-    return result;
-  }
+  CommandResult veda(const std::string& args) const { return testing::run_veda(args, dir_); }
 
   // Writes an f32/f16/bf16 input file "qkv.safetensors" and returns its values.
   Inputs write_inputs(DType dtype) const {
@@ -437,19 +411,9 @@ TEST_F(CliTest, InspectMissingFile) {
   EXPECT_NE(result.err.find("absent.safetensors: no such file"), std::string::npos) << result.err;
 }
 
-TEST_F(CliTest, DemoPrintsEveryMethodAndSparsity) {
-  const CommandResult result = veda("demo");
-  ASSERT_EQ(result.exit_code, 0) << result.err;
-  for (const char* row : {"dense ", "oracle ", "meanpool "}) {
-    EXPECT_NE(result.out.find(row), std::string::npos) << result.out;
-  }
-  for (const char* sparsity : {"0.50", "0.75", "0.90"}) {
-    EXPECT_NE(result.out.find(sparsity), std::string::npos) << result.out;
-  }
-}
-
 TEST_F(CliTest, HelpOfEverySubcommandExitsZero) {
-  for (const char* args : {"--help", "attention --help", "inspect --help", "demo --help"}) {
+  for (const char* args :
+       {"--help", "attention --help", "inspect --help", "demo --help", "calibrate --help"}) {
     SCOPED_TRACE(args);
     const CommandResult result = veda(args);
     EXPECT_EQ(result.exit_code, 0) << result.err;

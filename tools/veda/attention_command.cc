@@ -17,6 +17,7 @@
 #include "veda/metrics.h"
 #include "veda/safetensors.h"
 #include "veda/sparse_attention.h"
+#include "veda_attention_command.h"
 
 namespace veda::cli {
 namespace {
@@ -29,6 +30,9 @@ struct AttentionOptions {
   std::string grid;  // empty: 1 x 1 x N
   std::string tile = "1x8x16";
   bool no_compare = false;
+  std::string profile;          // --method veda
+  std::int64_t layer = -1;      // --method veda; -1: from the input's metadata
+  bool sparsity_given = false;  // --method veda uses the profile's sparsity otherwise
 };
 
 // Finds q, k or v and checks what sparse_attention_cpu needs from it.
@@ -66,6 +70,19 @@ std::string exact(double value) {
 }
 
 void run_attention(const AttentionOptions& options) {
+  if (options.method == "veda") {
+    VedaAttentionOptions veda;
+    veda.in = options.in;
+    veda.out = options.out;
+    veda.profile = options.profile;
+    veda.grid = options.grid;
+    if (options.sparsity_given) veda.sparsity = options.sparsity;
+    if (options.layer >= 0) veda.layer = options.layer;
+    veda.no_compare = options.no_compare;
+    run_veda_attention(veda);
+    return;
+  }
+  VEDA_CHECK(options.profile.empty(), "--profile applies to --method veda only");
   // Arguments first: a typo should not cost a file read.
   const MaskMethod method = parse_mask_method(options.method);
   VEDA_CHECK(options.sparsity >= 0.0 && options.sparsity < 1.0, "--sparsity ", options.sparsity,
@@ -148,7 +165,8 @@ void add_attention_command(CLI::App& app) {
       "file; writes out [B, N, H, D] in the input dtype and lse [B, N, H] F32");
   command->add_option("--in", options->in, "Input .safetensors with q, k, v")->required();
   command->add_option("--out", options->out, "Output .safetensors (out, lse)")->required();
-  command->add_option("--method", options->method, "Tile selection: dense, oracle or meanpool")
+  command
+      ->add_option("--method", options->method, "Tile selection: dense, oracle, meanpool or veda")
       ->capture_default_str();
   command
       ->add_option("--sparsity", options->sparsity,
@@ -160,7 +178,15 @@ void add_attention_command(CLI::App& app) {
       ->capture_default_str();
   command->add_flag("--no-compare", options->no_compare,
                     "Skip the comparison with dense attention and the oracle");
-  command->callback([options] { run_attention(*options); });
+  command->add_option("--profile", options->profile,
+                      "Veda profile JSON (from veda calibrate), for --method veda");
+  command->add_option("--layer", options->layer,
+                      "Layer of the profile for --method veda (default: the input's metadata)");
+  CLI::Option* sparsity_option = command->get_option("--sparsity");
+  command->callback([options, sparsity_option] {
+    options->sparsity_given = sparsity_option->count() > 0;
+    run_attention(*options);
+  });
 }
 
 }  // namespace veda::cli

@@ -1,129 +1,159 @@
-// `veda demo`: dense / oracle / meanpool on a synthetic clip built in memory, as a table of
-// quality against dense attention and against the oracle. A placeholder until the method demo
-// on an embedded clip (DESIGN.md section 3) replaces it.
+// `veda demo [--json FILE] [--heat-png FILE] [--plot-png FILE] [--profile-out FILE] [--grid T,H,W]
+//  [--calibration-seed S] [--evaluation-seed S] [--clips N] [--per-head]
+//  [--search oracle|estimator]`
 //
-// The clip: B = 1, grid 4x16x16 (1024 tokens, 8 tiles of 1x8x16), 4 heads, D = 64, from
-// std::mt19937 with a fixed seed. q and k carry a random Fourier encoding of the token position,
-// so q_r.k_c ~ sum_f cos(w_f . (p_r - p_c)) peaks at p_r = p_c and attention is local, with a
-// different length scale per axis per head (spatial, temporal, isotropic, wide), plus noise.
-#include <cmath>
-#include <cstdio>
-#include <iostream>
-#include <random>
-#include <vector>
+// The Veda method end to end on the embedded synthetic clip (veda/method/synthetic_video.h):
+// calibrates a profile on clips of one seed, evaluates oracle / veda / stats / meanpool / window
+// on a clip of another seed at 80, 90 and 95 % sparsity, prints one table per sparsity, and writes
+// the heat picture and the rel-L2 plot (veda/method/demo.h says what each row means).
+#include <unistd.h>
 
-#include "attention_evaluation.h"
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+
 #include "commands.h"
-#include "veda/metrics.h"
-#include "veda/sparse_attention.h"
+#include "veda/error.h"
+#include "veda/method/demo.h"
+#include "veda/method/demo_plots.h"
+#include "veda/method/progress_bar.h"
+#include "veda/method/tiling_search.h"
 
 namespace veda::cli {
 namespace {
 
-constexpr std::int64_t kHeads = 4;
-constexpr std::int64_t kDim = 64;
-constexpr Grid kGrid{4, 16, 16};
-constexpr unsigned kSeed = 20260530;
-
-struct SyntheticClip {
-  std::vector<float> q, k, v;  // [1, N, H, D]
+struct DemoOptions {
+  std::string json;
+  std::string heat_png = "veda-demo-heat.png";
+  std::string plot_png = "veda-demo-rel-l2.png";
+  std::string profile_out;
+  std::string grid;
+  std::uint64_t calibration_seed = 1;
+  std::uint64_t evaluation_seed = 2;
+  int clips = 3;
+  bool per_head = false;
+  std::string search = "oracle";
 };
 
-SyntheticClip build_clip() {
-  // Correlation length in tokens along (t, h, w) per head: small = attention stays close.
-  constexpr double kLengths[kHeads][3] = {
-      {0.3, 3.0, 3.0},  // spatial: within the frame
-      {4.0, 1.0, 1.0},  // temporal: same place, other frames
-      {1.5, 2.0, 2.0},  // isotropic
-      {0.5, 1.5, 6.0},  // wide along w
-  };
-  // s * A^2 * (D / 2) = 8: the logit of a token with itself stands ~8 above the background.
-  const double amplitude = std::sqrt(8.0 * std::sqrt(static_cast<double>(kDim)) / (kDim / 2));
-  constexpr double kNoise = 0.3;
-
-  const std::int64_t tokens = kGrid.tokens();
-  const auto size = static_cast<std::size_t>(tokens * kHeads * kDim);
-  SyntheticClip clip{std::vector<float>(size), std::vector<float>(size), std::vector<float>(size)};
-  std::mt19937 random(kSeed);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  for (std::int64_t h = 0; h < kHeads; ++h) {
-    double frequencies[kDim / 2][3];
-    for (auto& frequency : frequencies) {
-      for (int axis = 0; axis < 3; ++axis) frequency[axis] = normal(random) / kLengths[h][axis];
-    }
-    for (std::int64_t n = 0; n < tokens; ++n) {
-      const double position[3] = {static_cast<double>(n / (kGrid.h * kGrid.w)),
-                                  static_cast<double>(n / kGrid.w % kGrid.h),
-                                  static_cast<double>(n % kGrid.w)};
-      const std::size_t base = static_cast<std::size_t>((n * kHeads + h) * kDim);
-      for (std::int64_t f = 0; f < kDim / 2; ++f) {
-        const double phase = frequencies[f][0] * position[0] + frequencies[f][1] * position[1] +
-                             frequencies[f][2] * position[2];
-        const double encoding[2] = {amplitude * std::cos(phase), amplitude * std::sin(phase)};
-        for (int part = 0; part < 2; ++part) {
-          const std::size_t index = base + static_cast<std::size_t>(2 * f + part);
-          clip.q[index] = static_cast<float>(encoding[part] + kNoise * normal(random));
-          clip.k[index] = static_cast<float>(encoding[part] + kNoise * normal(random));
-        }
-      }
-      for (std::int64_t d = 0; d < kDim; ++d) {
-        clip.v[base + static_cast<std::size_t>(d)] = static_cast<float>(normal(random));
-      }
-    }
+void run_demo_command(const DemoOptions& options) {
+  method::DemoConfig config;
+  if (!options.grid.empty()) config.clip.grid = Grid::parse(options.grid);
+  config.calibration_seed = options.calibration_seed;
+  config.evaluation_seed = options.evaluation_seed;
+  config.calibration_clips = options.clips;
+  VEDA_CHECK(options.search == "oracle" || options.search == "estimator", "--search '",
+             options.search, "' is not known; expected oracle or estimator");
+  if (options.search == "estimator") {
+    config.calibration.search = method::CalibrationConfig::Search::kEstimatorMask;
   }
-  return clip;
-}
+  VEDA_CHECK(options.clips >= 1, "--clips ", options.clips, "; expected at least 1");
+  for (const std::string* path :
+       {&options.json, &options.heat_png, &options.plot_png, &options.profile_out}) {
+    const std::filesystem::path dir = std::filesystem::path(*path).parent_path();
+    VEDA_CHECK(path->empty() || dir.empty() || std::filesystem::is_directory(dir), "output ", *path,
+               ": directory ", dir.string(), " does not exist");
+  }
 
-void print_row(const char* method, double requested, const TimedResult& run,
-               const TimedResult& dense, const TimedResult* oracle,
-               const std::vector<std::vector<float>>& mass) {
-  const double recall =
-      oracle == nullptr ? 1.0 : tile_recall(run.result.index.view(), oracle->result.index.view());
-  std::printf("%-9s %9.2f %9.3f %12.3f %12.3f %11.3e %9.6f %9.4f\n", method, requested,
-              run.result.index.sparsity(), recall, mean_mass_recall(run.result.index, mass),
-              relative_l2(run.result.out, dense.result.out),
-              cosine_similarity(run.result.out, dense.result.out), run.seconds);
-}
+  const Grid grid = config.clip.grid;
+  std::cout << "veda demo: synthetic clip " << grid.str() << " (" << grid.tokens() << " tokens, "
+            << tile_count(grid.tokens()) << " tiles of 128), " << config.clip.heads.size()
+            << " heads, D = " << config.clip.dim << "\n"
+            << "calibration: " << options.clips << " clip(s) of seed " << options.calibration_seed
+            << " (the last held out), tile search at sparsity " << config.calibration.sparsity
+            << "; evaluation: a clip of seed " << options.evaluation_seed << "\n";
+  method::ProgressBar bar(std::cerr, isatty(STDERR_FILENO) != 0);
+  const method::DemoResult result =
+      method::run_demo(config, [&](std::string_view stage, std::int64_t done, std::int64_t total) {
+        bar(stage, done, total);
+      });
 
-void run_demo() {
-  const SyntheticClip clip = build_clip();
-  const TokensView q =
-      TokensView::contiguous(clip.q.data(), DType::kF32, 1, kGrid.tokens(), kHeads, kDim);
-  const TokensView k =
-      TokensView::contiguous(clip.k.data(), DType::kF32, 1, kGrid.tokens(), kHeads, kDim);
-  const TokensView v =
-      TokensView::contiguous(clip.v.data(), DType::kF32, 1, kGrid.tokens(), kHeads, kDim);
-  SparseAttentionConfig config;
-  config.grid = kGrid;
-  const auto mass = oracle_tile_mass(q, k, config);
+  std::printf("\ncalibrated in %.1f s:\n", result.calibration_seconds);
+  const method::LayerProfile& layer = result.profile.layers.front();
+  for (std::size_t h = 0; h < layer.heads.size(); ++h) {
+    const method::HeadProfile& head = layer.heads[h];
+    const auto& c = head.calibration;
+    std::printf(
+        "  head %zu %-15s tile %-6s KL train %.3f -> %.3f, held-out "
+        "%.3f -> %.3f\n",
+        h, std::string(method::head_kind_name(result.kinds[h])).c_str(), head.tile.str().c_str(),
+        c.at("kl_train_before"), c.at("kl_train_after"),
+        c.count("kl_heldout_before") ? c.at("kl_heldout_before") : 0.0,
+        c.count("kl_heldout_after") ? c.at("kl_heldout_after") : 0.0);
+  }
+  const method::TilingSummary tiling = method::summarize_tiling(layer);
+  std::printf(
+      "  tile search at %.0f%%: %s-mask rel-MSE %.4f head-aware vs %.4f for the best single "
+      "shape (%s)\n",
+      config.calibration.sparsity * 100, options.search.c_str(), tiling.head_aware,
+      tiling.best_single, tiling.best_single_shape.c_str());
+  std::cout << "\nrecalls vs the oracle of the same tiling and sparsity; "
+               "rel-L2 and cosine of the "
+               "layer output vs dense\n(oracle, veda, stats: head-aware tiles; "
+               "meanpool, window: "
+               "4x4x8)\n"
+            << method::format_demo_tables(result) << "\n";
+  if (options.per_head) {
+    for (double sparsity : {0.9, 0.95}) std::cout << method::format_demo_heads(result, sparsity);
+    std::cout << "\n";
+  }
 
-  std::printf("veda demo: synthetic clip, grid %s (%lld tokens), %lld heads, D = %lld, tile %s\n",
-              kGrid.str().c_str(), static_cast<long long>(kGrid.tokens()),
-              static_cast<long long>(kHeads), static_cast<long long>(kDim),
-              config.tile.str().c_str());
-  std::printf("recalls are against the oracle at the same sparsity; errors against dense\n\n");
-  std::printf("%-9s %9s %9s %12s %12s %11s %9s %9s\n", "method", "sparsity", "used", "tile recall",
-              "mass recall", "rel-L2", "cosine", "seconds");
-  const TimedResult dense = run_timed(q, k, v, config);
-  print_row("dense", 0.0, dense, dense, nullptr, mass);
-  for (const double sparsity : {0.5, 0.75, 0.9}) {
-    config.sparsity = sparsity;
-    config.method = MaskMethod::kOracle;
-    const TimedResult oracle = run_timed(q, k, v, config);
-    print_row("oracle", sparsity, oracle, dense, &oracle, mass);
-    config.method = MaskMethod::kMeanPool;
-    print_row("meanpool", sparsity, run_timed(q, k, v, config), dense, &oracle, mass);
+  if (!options.json.empty()) {
+    method::write_demo_json(options.json, result);
+    std::cout << "wrote " << options.json << "\n";
+  }
+  if (!options.heat_png.empty()) {
+    method::write_tile_heat_png(options.heat_png, result.picture);
+    std::cout << "wrote " << options.heat_png << " (" << result.picture.caption << ")\n";
+  }
+  if (!options.plot_png.empty()) {
+    method::write_rel_l2_plot(options.plot_png, result);
+    std::cout << "wrote " << options.plot_png << "\n";
+  }
+  if (!options.profile_out.empty()) {
+    method::write_profile(options.profile_out, result.profile);
+    std::cout << "wrote " << options.profile_out << "\n";
   }
 }
 
 }  // namespace
 
 void add_demo_command(CLI::App& app) {
-  CLI::App* command = app.add_subcommand(
-      "demo",
-      "Dense / oracle / meanpool at sparsity 0.5, 0.75, 0.9 on a synthetic 4x16x16 clip "
-      "(4 heads, D = 64) built in memory");
-  command->callback(run_demo);
+  auto options = std::make_shared<DemoOptions>();
+  CLI::App* command =
+      app.add_subcommand("demo",
+                         "Veda end to end on the embedded synthetic clip: calibrate, then "
+                         "compare oracle, veda, "
+                         "stats, meanpool and window masks at 80/90/95% sparsity");
+  command->add_option("--json", options->json, "Write the table rows as a JSON list");
+  command
+      ->add_option("--heat-png", options->heat_png,
+                   "PNG of one head's tile heat with the oracle and Veda masks "
+                   "('' to skip)")
+      ->capture_default_str();
+  command
+      ->add_option("--plot-png", options->plot_png,
+                   "PNG plot of rel-L2 against sparsity per method ('' to skip)")
+      ->capture_default_str();
+  command->add_option("--profile-out", options->profile_out,
+                      "Also write the calibrated profile (JSON + .estimator.safetensors)");
+  command->add_option("--grid", options->grid, "Clip grid T,H,W")->capture_default_str();
+  command
+      ->add_option("--calibration-seed", options->calibration_seed, "Seed of the calibration clips")
+      ->capture_default_str();
+  command->add_option("--evaluation-seed", options->evaluation_seed, "Seed of the evaluation clip")
+      ->capture_default_str();
+  command->add_option("--clips", options->clips, "Calibration clips (the last is held out)")
+      ->capture_default_str();
+  command->add_flag("--per-head", options->per_head,
+                    "Also print rel-L2 and tile recall per head at 90 and 95%");
+  command
+      ->add_option("--search", options->search,
+                   "Tile search by the oracle mask's output error (DESIGN.md) or by the "
+                   "distilled estimator's, on the held-out calibration clip")
+      ->capture_default_str();
+  command->callback([options] { run_demo_command(*options); });
 }
 
 }  // namespace veda::cli

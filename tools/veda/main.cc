@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   veda::cli::add_attention_command(app);
   veda::cli::add_inspect_command(app);
   veda::cli::add_demo_command(app);
+  veda::cli::add_calibrate_command(app);
   try {
     // Subcommands run inside parse(), from their callbacks.
     app.parse(argc, argv);

@@ -1,0 +1,189 @@
+// `veda calibrate --in SAMPLES... --sparsity S --out PROFILE.json`
+//
+// Reads captured q, k, v [B, N, H, D] per layer (grid and layer in each file's __metadata__, see
+// veda/method/sample_file.h), runs the head-aware tile search and the distillation of every head's
+// estimator per layer (veda/method/calibration.h), and writes the profile JSON with the estimator
+// parameters in PROFILE.estimator.safetensors beside it. Everything is read and checked before any
+// work; files are written only at the end, atomically.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "veda/error.h"
+#include "veda/method/calibration.h"
+#include "veda/method/profile.h"
+#include "veda/method/progress_bar.h"
+#include "veda/method/sample_file.h"
+#include "veda/method/tiling_search.h"
+
+namespace veda::cli {
+namespace {
+
+struct CalibrateOptions {
+  std::vector<std::string> in;
+  std::string out;
+  double sparsity = 0.9;
+  std::string grid;
+  std::string model = "unnamed";
+  int max_shapes = 0;
+  int search_samples = 1;
+  std::string structure = "diagonal";
+  int steps = 300;
+  double learning_rate = 1e-2;
+  double weight_decay = 1e-2;
+  std::string teacher = "heat";
+  std::string search = "oracle";
+  double temperature = 1.0;
+  double threshold = 0.0;  // 0: fixed budget only
+};
+
+void run_calibrate(const CalibrateOptions& options) {
+  VEDA_CHECK(options.sparsity >= 0 && options.sparsity < 1, "--sparsity ", options.sparsity,
+             " is outside [0, 1); expected the fraction of key tiles to skip");
+  VEDA_CHECK(options.search == "oracle" || options.search == "estimator", "--search '",
+             options.search, "' is not known; expected oracle or estimator");
+  VEDA_CHECK(options.teacher == "heat" || options.teacher == "mass", "--teacher '", options.teacher,
+             "' is not known; expected heat or mass");
+  VEDA_CHECK(options.structure == "diagonal" || options.structure == "full", "--structure '",
+             options.structure, "' is not known; expected diagonal or full");
+  VEDA_CHECK(options.max_shapes >= 0 && options.search_samples >= 0 && options.steps >= 0,
+             "--max-shapes, --search-samples and --steps must not be negative");
+  VEDA_CHECK(options.threshold >= 0 && options.threshold <= 1, "--threshold ", options.threshold,
+             " is outside [0, 1]; expected a cumulative mass (0 for the fixed budget only)");
+  VEDA_CHECK(options.temperature > 0 && options.learning_rate > 0 && options.weight_decay >= 0,
+             "--temperature and --learning-rate must be positive, "
+             "--weight-decay not negative");
+  std::optional<Grid> grid;
+  if (!options.grid.empty()) grid = Grid::parse(options.grid);
+  const std::filesystem::path out_dir = std::filesystem::path(options.out).parent_path();
+  VEDA_CHECK(out_dir.empty() || std::filesystem::is_directory(out_dir), "--out ", options.out,
+             ": directory ", out_dir.string(), " does not exist");
+
+  // Samples grouped by layer (metadata "layer", default 0), in command-line order.
+  std::vector<method::SampleFile> files;
+  files.reserve(options.in.size());
+  std::map<std::int64_t, std::vector<method::CalibrationSample>> layers;
+  for (const std::string& path : options.in) {
+    files.push_back(method::read_sample_file(path, grid));
+    const method::SampleFile& file = files.back();
+    layers[file.layer.value_or(0)].push_back({file.grid, file.q, file.k, file.v});
+  }
+  method::CalibrationConfig config;
+  config.sparsity = options.sparsity;
+  config.max_shapes_per_layer = options.max_shapes;
+  config.search_samples = options.search_samples;
+  config.temperature = options.temperature;
+  config.search = options.search == "estimator" ? method::CalibrationConfig::Search::kEstimatorMask
+                                                : method::CalibrationConfig::Search::kOracleMask;
+  config.teacher = options.teacher == "mass" ? method::CalibrationConfig::Teacher::kMass
+                                             : method::CalibrationConfig::Teacher::kHeat;
+  config.distill.structure = options.structure == "full" ? method::ProjectionStructure::kFull
+                                                         : method::ProjectionStructure::kDiagonal;
+  config.distill.max_steps = options.steps;
+  config.distill.learning_rate = options.learning_rate;
+  config.distill.weight_decay = options.weight_decay;
+
+  method::Profile profile;
+  profile.model = options.model;
+  profile.head_dim = files.front().q.dim;
+  method::ProgressBar bar(std::cerr, isatty(STDERR_FILENO) != 0);
+  std::cout.flush();
+  for (const auto& [layer, samples] : layers) {
+    std::cout << "layer " << layer << ": " << samples.size() << " sample file(s)\n";
+    method::LayerProfile calibrated = method::calibrate_layer(
+        samples, config, [&](std::string_view stage, std::int64_t done, std::int64_t total) {
+          bar(stage, done, total);
+        });
+    calibrated.layer = layer;
+    if (options.threshold > 0) {
+      for (method::HeadProfile& head : calibrated.heads) head.threshold = options.threshold;
+    }
+    for (std::size_t h = 0; h < calibrated.heads.size(); ++h) {
+      const method::HeadProfile& head = calibrated.heads[h];
+      const auto& c = head.calibration;
+      std::printf("  head %zu: tile %-6s KL train %.3f -> %.3f", h, head.tile.str().c_str(),
+                  c.at("kl_train_before"), c.at("kl_train_after"));
+      if (c.count("kl_heldout_before")) {
+        std::printf(", held-out %.3f -> %.3f", c.at("kl_heldout_before"), c.at("kl_heldout_after"));
+      }
+      std::printf("\n");
+    }
+    if (options.search_samples > 0 || options.search == "estimator") {
+      const method::TilingSummary tiling = method::summarize_tiling(calibrated);
+      std::printf(
+          "  tile search: %s-mask rel-MSE %.4f head-aware vs %.4f for the best single shape "
+          "(%s)\n",
+          options.search.c_str(), tiling.head_aware, tiling.best_single,
+          tiling.best_single_shape.c_str());
+    }
+    profile.layers.push_back(std::move(calibrated));
+  }
+  method::write_profile(options.out, profile);
+  std::cout << "wrote " << options.out << " (estimator parameters in "
+            << std::filesystem::path(options.out).stem().string() << ".estimator.safetensors)\n";
+}
+
+}  // namespace
+
+void add_calibrate_command(CLI::App& app) {
+  auto options = std::make_shared<CalibrateOptions>();
+  CLI::App* command =
+      app.add_subcommand("calibrate",
+                         "Fit a Veda profile (tile shape and distilled estimator per layer/head) "
+                         "on captured q, k, v "
+                         "[B, N, H, D] files with the grid (and layer) in their metadata");
+  command->add_option("--in", options->in, "Captured .safetensors files (q, k, v)")
+      ->required()
+      ->expected(1, -1);
+  command->add_option("--out", options->out, "Profile JSON to write")->required();
+  command->add_option("--sparsity", options->sparsity, "Target sparsity in [0, 1)")
+      ->capture_default_str();
+  command->add_option("--grid", options->grid, "Latent grid T,H,W (overrides the metadata)");
+  command->add_option("--model", options->model, "Model name recorded in the profile")
+      ->capture_default_str();
+  command
+      ->add_option("--max-shapes", options->max_shapes,
+                   "At most this many tile shapes per layer (0: no limit)")
+      ->capture_default_str();
+  command
+      ->add_option("--search-samples", options->search_samples,
+                   "Samples on which the tile search measures output error")
+      ->capture_default_str();
+  command
+      ->add_option("--structure", options->structure,
+                   "Trained entries of P: diagonal (768 per head) or full (2*3D*D)")
+      ->capture_default_str();
+  command->add_option("--steps", options->steps, "Most Adam steps per head")->capture_default_str();
+  command->add_option("--learning-rate", options->learning_rate, "Adam learning rate")
+      ->capture_default_str();
+  command->add_option("--weight-decay", options->weight_decay, "Decoupled weight decay")
+      ->capture_default_str();
+  command
+      ->add_option("--temperature", options->temperature,
+                   "Teacher = softmax(log heat / temperature) per row")
+      ->capture_default_str();
+  command
+      ->add_option("--search", options->search,
+                   "Tile search by the output error of the oracle mask (DESIGN.md) or of the "
+                   "estimator distilled in each shape, on the last (held-out) sample")
+      ->capture_default_str();
+  command
+      ->add_option("--teacher", options->teacher,
+                   "Teacher map: heat (the oracle tile heat, as the paper) or mass")
+      ->capture_default_str();
+  command
+      ->add_option("--threshold", options->threshold,
+                   "Select by cumulative estimated mass instead of a fixed budget (the budget of "
+                   "--sparsity stays the cap); 0: fixed budget")
+      ->capture_default_str();
+  command->callback([options] { run_calibrate(*options); });
+}
+
+}  // namespace veda::cli
