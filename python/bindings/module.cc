@@ -86,9 +86,9 @@ void check_output(const TensorSpec& out, const TokensView& q) {
   dtype_from_code(code, "out");
 }
 
-// Dense attention, Nq and Nk free: out [B, Nq, H, D] in out's dtype, lse [B, Nq, H] float32.
-void attention(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v, const TensorSpec& out,
-               const LseSpec& lse, std::uintptr_t /*stream*/) {
+// Dense attention params over the specs: out [B, Nq, H, D] in out's dtype, lse [B, Nq, H].
+AttentionParams dense_params(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v,
+                             const TensorSpec& out, const LseSpec& lse) {
   AttentionParams params;
   params.q = tokens_view(q, "q");
   params.k = tokens_view(k, "k");
@@ -104,6 +104,13 @@ void attention(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v, co
   params.lse_stride_batch = std::get<1>(lse)[0];
   params.lse_stride_token = std::get<1>(lse)[1];
   params.lse_stride_head = std::get<1>(lse)[2];
+  return params;
+}
+
+// Dense attention, Nq and Nk free: out [B, Nq, H, D] in out's dtype, lse [B, Nq, H] float32.
+void attention(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v, const TensorSpec& out,
+               const LseSpec& lse, std::uintptr_t /*stream*/) {
+  AttentionParams params = dense_params(q, k, v, out, lse);
   attention_cpu(params);
 }
 
@@ -264,21 +271,7 @@ void check_packed(const std::array<std::int64_t, 4>& shape, const std::int64_t* 
 // [B, Nq, H, D] in out's dtype (F32, F16 or BF16), lse [B, Nq, H] float32.
 void attention_gpu(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v,
                    const TensorSpec& out, const LseSpec& lse, int device, std::uintptr_t stream) {
-  AttentionParams params;
-  params.q = tokens_view(q, "q");
-  params.k = tokens_view(k, "k");
-  params.v = tokens_view(v, "v");
-  check_output(out, params.q);
-  params.scale = 1.0f / std::sqrt(static_cast<float>(params.q.dim));
-  params.out = reinterpret_cast<void*>(std::get<0>(out));
-  params.out_dtype = static_cast<DType>(std::get<1>(out));
-  params.out_stride_batch = std::get<3>(out)[0];
-  params.out_stride_token = std::get<3>(out)[1];
-  params.out_stride_head = std::get<3>(out)[2];
-  params.lse = reinterpret_cast<float*>(std::get<0>(lse));
-  params.lse_stride_batch = std::get<1>(lse)[0];
-  params.lse_stride_token = std::get<1>(lse)[1];
-  params.lse_stride_head = std::get<1>(lse)[2];
+  AttentionParams params = dense_params(q, k, v, out, lse);
   const DeviceScope scope(device);
   attention_cuda(params, reinterpret_cast<cudaStream_t>(stream));
 }
