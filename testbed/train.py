@@ -1,0 +1,249 @@
+"""Flow-matching training of the testbed model on synthesised clips.
+
+    python -m testbed.train --out runs/testbed                 # CUDA: default 18-minute budget
+    python -m testbed.train --device cpu --tiny --max-steps 3 --out /tmp/tb   # smoke run
+
+Rectified flow: x_t = (1 - t) x0 + t noise with t ~ logit-normal(0, 1), the model predicts the
+velocity noise - x0 (MSE). AdamW, linear warm-up then constant LR, EMA of the weights (saved as
+the checkpoint's weights), classifier-free-guidance dropout of the class (the null class).
+bf16 autocast on CUDA. Stops at --max-steps or after --minutes, whichever comes first; saves every
+--save-minutes and at the end: DIR/model*.safetensors (EMA weights), DIR/config.json (model
+config, arguments, steps, losses) and DIR/train_state.pt (raw weights and optimiser, for
+--resume; not meant to be committed). Seeds: model init, the clips of every step
+(testbed.data.training_seeds) and the noise/time draws come from --seed; the number of steps done
+is written to config.json so `--max-steps N` reproduces a run that the time budget stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import ClipGenerator, training_seeds
+from .model import ModelConfig, Testbed, load_checkpoint, parameter_count, save_checkpoint
+
+TRAIN_STATE = "train_state.pt"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tiny", action="store_true", help="tiny model and clip (CPU smoke test)")
+    p.add_argument("--minutes", type=float, default=18.0, help="time budget of the loop")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--cond-drop", type=float, default=0.1, help="P(null class), for CFG")
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--save-minutes", type=float, default=5.0)
+    p.add_argument("--save-dtype", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    p.add_argument("--resume", default=None, help="folder with train_state.pt to continue")
+    p.add_argument("--frames", type=int, default=None, help="override the clip frames")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--layers", type=int, default=None, help="override the number of layers")
+    p.add_argument("--heads", type=int, default=None, help="override heads (of dim 128)")
+    return p.parse_args(argv)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    config = ModelConfig.tiny() if args.tiny else ModelConfig()
+    for name, attr in (
+        ("frames", "frames"),
+        ("height", "height"),
+        ("width", "width"),
+        ("layers", "num_layers"),
+        ("heads", "num_heads"),
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, attr, value)
+    return config
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    return args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+
+
+@torch.no_grad()
+def ema_update(ema: Testbed, model: Testbed, decay: float, step: int) -> None:
+    decay = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def flow_matching_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,  # [B, C, F, H, W]
+    class_ids: torch.Tensor,  # [B]
+    generator: torch.Generator,
+    autocast: bool,
+) -> torch.Tensor:
+    b = x0.shape[0]
+    device = x0.device
+    noise = torch.randn(x0.shape, generator=generator, device=device)  # [B, C, F, H, W]
+    t = torch.sigmoid(torch.randn(b, generator=generator, device=device))  # [B] logit-normal
+    t_ = t.view(b, 1, 1, 1, 1)
+    x_t = (1 - t_) * x0 + t_ * noise
+    target = noise - x0
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+        prediction = model(x_t, t, class_ids)
+    return torch.nn.functional.mse_loss(prediction.float(), target)
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    seed_everything(args.seed)
+    device = torch.device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    config = model_config(args)
+    grid = config.grid(config.frames, config.height, config.width)
+    model = Testbed(config).to(device)
+    ema = Testbed(config).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay
+    )
+    step = 0
+    history: list[dict[str, float]] = []
+    if args.resume:
+        state = torch.load(Path(args.resume) / TRAIN_STATE, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        history = list(state.get("history", []))
+        torch.set_rng_state(state["torch_rng"])
+    forward = torch.compile(model) if args.compile else model
+
+    data = ClipGenerator(config.frames, config.height, config.width, device=str(device))
+    # noise and times: drawn on the device (no host transfer); class dropout on the host
+    generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + step)
+    drop_generator = torch.Generator().manual_seed(args.seed * 7919 + step + 1)
+    autocast = device.type == "cuda"
+    tokens = grid[0] * grid[1] * grid[2]
+    print(
+        f"testbed: {parameter_count(model) / 1e6:.2f} M parameters, {config.num_layers} layers x "
+        f"{config.num_heads} heads x {config.head_dim}; clip {config.frames}x{config.height}x"
+        f"{config.width}, grid {grid[0]}x{grid[1]}x{grid[2]} = {tokens} tokens; batch "
+        f"{args.batch}; device {device}",
+        flush=True,
+    )
+
+    first_step = step
+    start = time.time()
+    last_save = start
+    budget = args.minutes * 60
+    running = 0.0
+    count = 0
+
+    def save(final: bool) -> None:
+        elapsed = time.time() - start
+        info = {
+            "steps": step,
+            "train_seconds_this_run": round(elapsed, 1),
+            "args": vars(args),
+            "grid": list(grid),
+            "history": history,
+            "final": final,
+            "torch": torch.__version__,
+        }
+        dtype = torch.bfloat16 if args.save_dtype == "bf16" else torch.float32
+        save_checkpoint(ema, out, info, dtype=dtype)
+        state = {
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "history": history,
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, out / (TRAIN_STATE + ".tmp"))
+        os.replace(out / (TRAIN_STATE + ".tmp"), out / TRAIN_STATE)
+
+    model.train()
+    while True:
+        elapsed = time.time() - start
+        if (args.max_steps is not None and step >= args.max_steps) or elapsed >= budget:
+            break
+        x0, class_ids = data.batch(training_seeds(args.seed, step, args.batch))
+        drop = torch.rand(args.batch, generator=drop_generator) < args.cond_drop
+        class_ids = torch.where(
+            drop.to(device), torch.full_like(class_ids, model.null_class), class_ids
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args)
+        loss = flow_matching_loss(forward, x0, class_ids, generator, autocast)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        ema_update(ema, model, args.ema, step)
+        step += 1
+        running += loss.item()
+        count += 1
+        if step % args.log_every == 0 or step == 1:
+            mean = running / count
+            rate = (step - first_step) / max(1e-9, time.time() - start)
+            history.append(
+                {"step": step, "loss": round(mean, 5), "seconds": round(time.time() - start, 1)}
+            )
+            print(
+                f"step {step:6d}  loss {mean:.4f}  lr {lr_at(step, args):.2e}  "
+                f"{time.time() - start:7.1f} s  {rate:.2f} step/s",
+                flush=True,
+            )
+            running, count = 0.0, 0
+            if not math.isfinite(mean):
+                raise FloatingPointError(f"loss is {mean} at step {step}")
+        if time.time() - last_save > args.save_minutes * 60:
+            save(final=False)
+            last_save = time.time()
+    save(final=True)
+    summary = {
+        "steps": step,
+        "seconds": round(time.time() - start, 1),
+        "out": str(out),
+        "model": asdict(config),
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "model"}), flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["flow_matching_loss", "load_checkpoint", "main", "train"]

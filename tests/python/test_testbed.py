@@ -1,0 +1,180 @@
+"""CPU smoke tests of the testbed (testbed/): clip synthesis, a few training steps of the tiny
+model, checkpoint round trip, dense and Veda sampling. Needs scikit-image (the photographs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("skimage")
+pytest.importorskip("diffusers")
+pytest.importorskip("safetensors")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from testbed import attention_stats, data, model, sample, train
+
+SMALL = (4, 32, 48)  # frames, height, width of the data tests
+
+
+def test_same_seed_gives_the_same_clip_and_other_seeds_differ():
+    generator = data.ClipGenerator(*SMALL)
+    clip, cid = generator.clip(seed=3)
+    again, cid_again = data.ClipGenerator(*SMALL).clip(seed=3)
+    assert cid == cid_again
+    assert torch.equal(clip, again)
+    other, _ = generator.clip(seed=4, cid=cid)
+    assert not torch.equal(clip, other)
+
+
+def test_clip_shape_range_and_classes():
+    generator = data.ClipGenerator(*SMALL)
+    clips, ids = generator.batch([0, 1, 2], class_ids=[0, data.class_id("coffee", "zoom"), None])
+    assert clips.shape == (3, 3, *SMALL)  # [B, C, F, H, W]
+    assert clips.dtype == torch.float32
+    assert clips.min() >= -1 and clips.max() <= 1
+    assert clips.std() > 0.1  # real image content, not a flat colour
+    assert ids[:2].tolist() == [0, data.class_id("coffee", "zoom")]
+    assert 0 <= int(ids[2]) < data.NUM_CLASSES
+    assert data.NUM_CLASSES == len(data.PHOTOS) * len(data.MOTIONS)
+    # the camera moves: consecutive frames differ
+    assert (clips[:, :, 1:] - clips[:, :, :-1]).abs().mean() > 1e-3
+
+
+def test_default_config_grids():
+    config = model.ModelConfig()
+    assert config.head_dim == 128
+    train_grid = config.grid(config.frames, config.height, config.width)
+    assert train_grid == (16, 24, 32)  # 12,288 tokens, 96 tiles
+    assert config.grid(16, 192, 256) == (16, 48, 64)  # evaluation, 49,152 tokens
+
+
+def test_checkpoint_shards_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = model.Testbed(model.ModelConfig.tiny())
+    written = model.save_checkpoint(
+        net, tmp_path, {"steps": 0}, dtype=torch.float32, shard_bytes=512 * 1024
+    )
+    assert (tmp_path / model.INDEX_NAME).exists()
+    assert sum(p.suffix == ".safetensors" for p in written) > 1
+    loaded, info = model.load_checkpoint(tmp_path)
+    assert info["steps"] == 0
+    for (name, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("testbed")
+    train.main(
+        [
+            "--device",
+            "cpu",
+            "--tiny",
+            "--max-steps",
+            "2",
+            "--batch",
+            "2",
+            "--log-every",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    return out
+
+
+def test_tiny_training_writes_a_checkpoint_that_loads(tiny_checkpoint):
+    info = json.loads((tiny_checkpoint / model.CONFIG_NAME).read_text())
+    assert info["steps"] == 2 and info["final"]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in info["history"])
+    net, loaded_info = model.load_checkpoint(tiny_checkpoint)
+    assert loaded_info["model"]["num_layers"] == 2
+    config = net.config
+    x = torch.zeros(1, 3, config.frames, config.height, config.width)  # [B, C, F, H, W]
+    with torch.no_grad():
+        v = net(x, torch.tensor([0.5]), torch.tensor([1]))
+    assert v.shape == x.shape and torch.isfinite(v).all()
+
+
+def test_training_is_deterministic(tiny_checkpoint, tmp_path):
+    train.main(["--device", "cpu", "--tiny", "--max-steps", "2", "--batch", "2",
+                "--out", str(tmp_path)])  # fmt: skip
+    first, _ = model.load_checkpoint(tiny_checkpoint)
+    second, _ = model.load_checkpoint(tmp_path)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_dense_and_veda_sampling(tiny_checkpoint, tmp_path):
+    pytest.importorskip("veda")
+    net, _ = model.load_checkpoint(tiny_checkpoint)
+    config = net.config
+    results, rows = sample.compare(
+        net,
+        frames=config.frames,
+        height=config.height,
+        width=config.width,
+        class_ids=[0],
+        sparsities=[0.9],
+        steps=2,
+    )
+    assert results["grid"] == [4, 16, 16]
+    (entry,) = results["sparse"]
+    assert math.isfinite(entry["psnr"])  # finite: sparse attention changed the clip
+    assert entry["psnr"] > 10 and 0 < entry["ssim"] <= 1
+    assert [label for label, _ in rows] == ["dense", "meanpool 90%"]
+    path = sample.write_strip(rows, tmp_path / "strip.png", frames=3)
+    assert path.stat().st_size > 0
+
+
+def test_psnr_and_time_grid():
+    a = torch.zeros(3, 2, 8, 8)
+    assert sample.psnr(a, a) == float("inf")
+    assert abs(sample.psnr(a, a + 0.2) - 20.0) < 1e-4  # mse of (0.1)^2 in [0, 1] units
+    times = sample.time_grid(4, shift=3.0)
+    assert times[0] == 1 and times[-1] == 0 and (times[1:] < times[:-1]).all()
+
+
+def test_tile_major_makes_each_128_rows_one_box():
+    grid, tile = (2, 16, 16), (1, 8, 16)
+    t, h, w = torch.meshgrid(*(torch.arange(n) for n in grid), indexing="ij")
+    coords = torch.stack((t, h, w), -1).reshape(1, -1, 1, 3).float()  # [B, N, H, D]
+    tiles = attention_stats.tile_major(coords, grid, tile)[0, :, 0].view(-1, 128, 3)  # [T, 128, 3]
+    assert tiles.shape[0] == 4
+    for box in tiles:
+        extent = box.amax(0) - box.amin(0) + 1
+        assert extent.tolist() == [1.0, 8.0, 16.0]
+
+
+def test_oracle_mass_bounds():
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(512, 32, generator=generator) * 3  # [N, D], 4 tiles
+    k = torch.randn(512, 32, generator=generator) * 3
+    mass, heat = attention_stats.tile_statistics(q, k, chunk_tiles=3)
+    torch.testing.assert_close(mass.sum(-1), torch.ones(4))
+    assert (heat <= 1).all() and (heat > 0).all()
+    report = attention_stats.head_report(q, k, [0.0, 0.5])
+    assert abs(report["0"]["oracle_mass"] - 1) < 1e-5
+    half = report["0.5"]
+    assert half["oracle_mass"] >= max(half["oracle_heat"], half["meanpool"]) - 1e-6
+
+
+def test_attention_stats_on_the_tiny_model(tiny_checkpoint):
+    pytest.importorskip("veda")
+    net, _ = model.load_checkpoint(tiny_checkpoint)
+    config = net.config
+    result = attention_stats.analyse(
+        net, frames=config.frames, height=config.height, width=config.width, class_ids=[0],
+        steps=2, capture_steps=[1], sparsities=[0.9],
+    )  # fmt: skip
+    assert len(result["per_layer_step"]) == config.num_layers
+    kept = result["mean"]["0.9"]
+    assert 0 < kept["oracle_heat"] <= kept["oracle_mass"] + 1e-6 <= 1 + 1e-6
