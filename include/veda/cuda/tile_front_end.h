@@ -13,8 +13,9 @@
 
 namespace veda {
 
-// One block per (tile, head, batch) reads the tile's <= 128 rows once (16-byte coalesced rows),
-// writes them tile-major and reduces mean, max, min: N*H*D elements in, as many out.
+// One block per (tile, head, batch) reads the tile's <= 128 rows once (thread d reads channel d,
+// so each row is one coalesced access), writes them tile-major and reduces mean, max, min:
+// N*H*D elements in, as many out.
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream);
 
 // Scratch for the projected descriptors, 4 * B * H * (Tq + Tk) * D bytes.
