@@ -42,7 +42,7 @@ format:
 	clang-format -i $(FORMATTED)
 
 format-check:
-	clang-format --dry-run -Werror $(FORMATTED)
+	@clang-format --dry-run -Werror $(FORMATTED) && echo "format-check: $(words $(FORMATTED)) files clean"
 
 clean:
 	rm -rf build build-cpu build-debug
