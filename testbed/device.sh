@@ -51,7 +51,10 @@ if [ -n "${TESTBED_SKIP_BUILD:-}" ] && [ ! -f "$WORK/build.rc" ]; then
 fi
 if [ ! -f "$WORK/build.started" ]; then
   touch "$WORK/build.started"
-  setsid nohup bash -c "cd '$REPO' && VEDA_CUDA=ON python3 -m pip install --no-build-isolation \
+  # Ubuntu's compiler, not the image's /opt/gcc (first on PATH): an extension built with /opt/gcc
+  # crashed on its first C++ exception (bench/RESULTS.md, the ~11:20 run).
+  setsid nohup bash -c "cd '$REPO' && CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++ \
+    VEDA_CUDA=ON python3 -m pip install --no-build-isolation \
     --no-deps --root-user-action=ignore . > '$WORK/build.log' 2>&1; echo \$? > '$WORK/build.rc'" \
     > /dev/null 2>&1 < /dev/null &
   echo "testbed: veda CUDA build started, log $WORK/build.log"
