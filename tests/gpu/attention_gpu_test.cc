@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "veda/attention.h"
 #include "veda/block_index.h"
 #include "veda/cuda/attention.h"
@@ -32,35 +33,8 @@
 namespace veda {
 namespace {
 
-bool has_gpu() {
-  int devices = 0;
-  const bool ok = cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0;
-  if (!ok) cudaGetLastError();
-  return ok;
-}
-
-// Device buffer that frees itself.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&data_, std::max<std::size_t>(bytes, 16)) != cudaSuccess) data_ = nullptr;
-  }
-  ~DeviceBuffer() { cudaFree(data_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  void* get() const { return data_; }
-  void upload(const void* host) const {
-    ASSERT_EQ(cudaMemcpy(data_, host, bytes_, cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  void download(void* host) const {
-    ASSERT_EQ(cudaMemcpy(host, data_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
-  }
-  void poison() const { ASSERT_EQ(cudaMemset(data_, 0xFF, bytes_), cudaSuccess); }  // NaN
-
- private:
-  void* data_ = nullptr;
-  std::size_t bytes_;
-};
+using testing::DeviceBuffer;
+using testing::has_gpu;
 
 enum class Lists {
   kDense,        // index = nullptr

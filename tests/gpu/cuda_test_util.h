@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <vector>
@@ -11,14 +13,17 @@ namespace veda::testing {
 
 inline bool has_gpu() {
   int devices = 0;
-  return cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0;
+  const bool ok = cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0;
+  if (!ok) cudaGetLastError();  // clear the error so later CUDA calls do not report it
+  return ok;
 }
 
 // Device memory of `bytes`, filled with 0xFF bytes (NaN for floats) so unwritten outputs fail.
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&data_, bytes) != cudaSuccess) data_ = nullptr;
+    // At least 16 bytes, so that empty tensors still get a valid, aligned pointer.
+    if (cudaMalloc(&data_, std::max<std::size_t>(bytes, 16)) != cudaSuccess) data_ = nullptr;
     if (data_ != nullptr) cudaMemset(data_, 0xFF, bytes);
   }
   template <typename T>
@@ -39,6 +44,13 @@ class DeviceBuffer {
     cudaMemcpy(host.data(), data_, bytes_, cudaMemcpyDeviceToHost);
     return host;
   }
+  void upload(const void* host) const {
+    ASSERT_EQ(cudaMemcpy(data_, host, bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  void download(void* host) const {
+    ASSERT_EQ(cudaMemcpy(host, data_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+  void poison() const { ASSERT_EQ(cudaMemset(data_, 0xFF, bytes_), cudaSuccess); }  // NaN
 
  private:
   void* data_ = nullptr;
