@@ -17,6 +17,7 @@
 # shards, index, config.json), $OUT/train.log, $OUT/samples.json (sample metrics of both grids
 # and the attention statistics), $OUT/strip_train.png,
 # $OUT/strip_eval.png.
+# TESTBED_PHASES (default "train eval attention") picks the phases after training.
 # For a CPU dry run of this script: TESTBED_TRAIN_ARGS="--device cpu --tiny --max-steps 2"
 # TESTBED_SAMPLE_ARGS="--device cpu --steps 2 --height 64 --width 64" TESTBED_SKIP_BUILD=1.
 set -uo pipefail
@@ -94,7 +95,7 @@ PHASE_LIMIT=${TESTBED_PHASE_LIMIT:-240}  # seconds a sampling phase may take
 cd "$WORK" || exit 1  # import the installed veda, not the source folder python/veda
 export PYTHONPATH="$REPO:$PYTHONPATH"
 status=0
-for phase in train eval attention; do
+for phase in ${TESTBED_PHASES:-train eval attention}; do
   [ -f "$WORK/$phase.done" ] && continue
   if [ $((SECONDS + PHASE_LIMIT)) -gt 590 ]; then
     echo "testbed: too little time left in this call for '$phase'; call again"
