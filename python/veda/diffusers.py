@@ -226,7 +226,7 @@ def _apply_rotary_emb(
 def enable(
     pipe_or_transformer: Any,
     profile: ProfileArgument = None,
-    sparsity: float = 0.95,
+    sparsity: float | None = None,
     method: str = "meanpool",
     dense_steps: int = 0,
     dense_layers: Iterable[int] = (),
@@ -240,7 +240,10 @@ def enable(
         profile: a veda profile (path or veda.Profile) giving each layer's per-head tile shape and
             sparsity; for a two-expert pipeline a mapping {"transformer": ..., "transformer_2": ...}.
             Layers it does not cover use `tile` and `sparsity`.
-        sparsity: fraction of key tiles skipped, in [0, 1).
+        sparsity: fraction of key tiles skipped, in [0, 1). None (default): the profile's
+            per-head sparsity in the layers it covers, 0.95 elsewhere. Given with a profile, it
+            replaces the profile's sparsity of every head (tile shapes and estimator stay), so one
+            calibrated profile runs at any budget.
         method: tile scoring, "meanpool", "veda" (the profile's estimator; CUDA only), "oracle"
             (CPU only for now) or "dense".
         dense_steps: the first denoising steps run dense (see the module doc for how steps count).
@@ -250,10 +253,13 @@ def enable(
     Calling enable again replaces the previous settings.
     """
     transformers = _wan_transformers(pipe_or_transformer, "enable")
-    if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
-        raise TypeError(f"sparsity is a {type(sparsity).__name__}; expected a float in [0, 1)")
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity {sparsity} is outside [0, 1)")
+    if sparsity is not None:
+        if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
+            raise TypeError(
+                f"sparsity is a {type(sparsity).__name__}; expected a float in [0, 1) or None"
+            )
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity {sparsity} is outside [0, 1)")
     if method not in METHODS:
         raise ValueError(
             f"method {method!r} is not known; expected dense, oracle, meanpool or veda"
@@ -261,7 +267,13 @@ def enable(
     if not isinstance(dense_steps, int) or isinstance(dense_steps, bool) or dense_steps < 0:
         raise ValueError(f"dense_steps is {dense_steps!r}; expected a non-negative integer")
     layers_dense = tuple(sorted(set(dense_layers)))
-    config = VedaConfig(float(sparsity), method, dense_steps, layers_dense, parse_tile(tile))
+    config = VedaConfig(
+        VedaConfig.sparsity if sparsity is None else float(sparsity),
+        method,
+        dense_steps,
+        layers_dense,
+        parse_tile(tile),
+    )
     profiles = _resolve_profiles(profile, [name for name, _ in transformers])
     for name, transformer in transformers:
         blocks = len(transformer.blocks)
@@ -280,6 +292,8 @@ def enable(
             original = block.attn1.processor
             originals[layer] = original
             layer_profile = layer_profiles.layer(layer) if layer_profiles else None
+            if layer_profile is not None and sparsity is not None:
+                layer_profile = layer_profile.with_sparsity(float(sparsity))
             block.attn1.set_processor(VedaWanAttnProcessor(original, state, layer, layer_profile))
         hook = transformer.register_forward_pre_hook(
             _dynamo_disabled(state.observe), with_kwargs=True

@@ -15,6 +15,7 @@ are read but not applied.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -81,6 +82,12 @@ class LayerProfile:
     _estimator_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+
+    def with_sparsity(self, sparsity: float) -> LayerProfile:
+        """The same tile shapes and estimator with every head at `sparsity` (a new estimator
+        cache: the copy reads the parameters again on first use)."""
+        heads = tuple(dataclasses.replace(head, sparsity=sparsity) for head in self.heads)
+        return dataclasses.replace(self, heads=heads)
 
     def has_estimator(self) -> bool:
         return (self.p_q is not None and self.p_k is not None) or (

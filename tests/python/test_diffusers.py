@@ -166,10 +166,23 @@ def write_profile(path, layers, heads, tiles, sparsity):
 def test_profile_sets_tiles_and_sparsity_per_head(wan_transformer, wan_inputs, tmp_path):
     dense = run(wan_transformer, wan_inputs)
     path = write_profile(tmp_path / "p.json", 2, 2, ["1x8x16", "4x4x8"], 0.0)
-    vd.enable(wan_transformer, profile=path, sparsity=0.95)  # the profile's 0.0 wins
+    vd.enable(wan_transformer, profile=path)  # sparsity None: the profile's 0.0
     processor = wan_transformer.blocks[1].attn1.processor
     assert [h.tile for h in processor.layer_profile.heads] == [(1, 8, 16), (4, 4, 8)]
     torch.testing.assert_close(run(wan_transformer, wan_inputs), dense, atol=ATOL_DENSE, rtol=0)
+
+
+def test_explicit_sparsity_replaces_the_profiles(wan_transformer, wan_inputs, tmp_path):
+    path = write_profile(tmp_path / "p.json", 2, 2, ["1x8x16", "4x4x8"], 0.0)
+    vd.enable(wan_transformer, profile=path, sparsity=0.95)
+    processor = wan_transformer.blocks[0].attn1.processor
+    assert [h.tile for h in processor.layer_profile.heads] == [(1, 8, 16), (4, 4, 8)]
+    assert [h.sparsity for h in processor.layer_profile.heads] == [0.95, 0.95]
+    sparse = run(wan_transformer, wan_inputs)
+    vd.enable(wan_transformer, sparsity=0.95, tile="4x4x8")  # no profile: one shape for all heads
+    assert not torch.allclose(sparse, run(wan_transformer, wan_inputs))  # the profile's shapes ran
+    vd.disable(wan_transformer)
+    assert not torch.allclose(sparse, run(wan_transformer, wan_inputs), atol=ATOL_DENSE)
 
 
 def test_profile_that_does_not_fit_the_model_is_rejected(wan_transformer, tmp_path):
