@@ -17,7 +17,10 @@
 # shards, index, config.json), $OUT/train.log, $OUT/samples.json (sample metrics of both grids
 # and the attention statistics), $OUT/strip_train.png,
 # $OUT/strip_eval.png.
-# TESTBED_PHASES (default "train eval attention") picks the phases after training.
+# TESTBED_PHASES (default "train eval attention") picks the phases after training; phase "veda"
+# samples with the distilled estimator of TESTBED_PROFILE (a profile JSON in the repo, e.g. from
+# testbed.quality) at 80, 90 and 95%. TESTBED_CHECKPOINT (a checkpoint folder in the repo, e.g.
+# testbed/checkpoint) skips training and samples that checkpoint.
 # For a CPU dry run of this script: TESTBED_TRAIN_ARGS="--device cpu --tiny --max-steps 2"
 # TESTBED_SAMPLE_ARGS="--device cpu --steps 2 --height 64 --width 64" TESTBED_SKIP_BUILD=1.
 set -uo pipefail
@@ -41,6 +44,11 @@ fi
 python3 -c "import torch, diffusers, skimage; print('torch', torch.__version__, 'diffusers',
   diffusers.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 
+if [ -n "${TESTBED_CHECKPOINT:-}" ] && [ ! -f "$WORK/train.started" ]; then
+  rm -rf "$RUN" && cp -r "$TESTBED_CHECKPOINT" "$RUN" || exit 1
+  touch "$WORK/train.started" && echo 0 > "$WORK/train.rc"
+  echo "testbed: no training; sampling $TESTBED_CHECKPOINT"
+fi
 if [ ! -f "$WORK/train.started" ]; then
   touch "$WORK/train.started"
   setsid nohup bash -c "cd '$REPO' && python3 -m testbed.train --out '$RUN' --minutes $MINUTES \
@@ -65,6 +73,7 @@ deadline=$((SECONDS + WAIT))
 while [ ! -f "$WORK/train.rc" ] && [ $SECONDS -lt $deadline ]; do sleep 10; done
 tail -n 4 "$WORK/train.log" 2>/dev/null
 copy_back() {
+  [ -n "${TESTBED_CHECKPOINT:-}" ] && return  # the checkpoint came from the repo
   mkdir -p "$OUT/checkpoint"
   cp "$RUN"/model*.safetensors* "$RUN"/config.json "$OUT/checkpoint/" 2>/dev/null
   rm -f "$OUT"/checkpoint/*.tmp
@@ -105,6 +114,8 @@ for phase in ${TESTBED_PHASES:-train eval attention}; do
     train) args=(-m testbed.sample --out "$WORK/samples_train" --classes $CLASSES) ;;
     eval) args=(-m testbed.sample --out "$WORK/samples_eval" --classes $CLASSES
                 --height 192 --width 256) ;;
+    veda) args=(-m testbed.sample --out "$WORK/samples_veda" --classes $CLASSES --method veda
+                --profile "$REPO/${TESTBED_PROFILE:?phase veda needs TESTBED_PROFILE}") ;;
     attention) args=(-m testbed.attention_stats --out "$WORK/attention.json" --classes 0 4) ;;
   esac
   # shellcheck disable=SC2086
@@ -114,7 +125,7 @@ for phase in ${TESTBED_PHASES:-train eval attention}; do
     status=1
   fi
 done
-for phase in train eval; do
+for phase in train eval veda; do
   cp "$WORK/samples_$phase/strip.png" "$OUT/strip_$phase.png" 2>/dev/null
 done
 python3 - "$WORK" "$OUT/samples.json" <<'PY'
@@ -122,7 +133,8 @@ import json, sys
 from pathlib import Path
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
 files = {"train": work / "samples_train" / "metrics.json",
-         "eval": work / "samples_eval" / "metrics.json", "attention": work / "attention.json"}
+         "eval": work / "samples_eval" / "metrics.json", "attention": work / "attention.json",
+         "veda": work / "samples_veda" / "metrics.json"}
 merged = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
 out.write_text(json.dumps(merged, indent=2) + "\n")
 PY
