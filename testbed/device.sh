@@ -18,8 +18,8 @@
 # and the attention statistics), $OUT/strip_train.png,
 # $OUT/strip_eval.png.
 # TESTBED_PHASES (default "train eval attention") picks the phases after training; phase "veda"
-# samples with the distilled estimator of TESTBED_PROFILE (a profile JSON in the repo, e.g. from
-# testbed.quality) at 80, 90 and 95%. TESTBED_CHECKPOINT (a checkpoint folder in the repo, e.g.
+# samples with the distilled estimator of TESTBED_PROFILE (profile JSONs in the repo, e.g. from
+# testbed.quality: one, or one per sparsity) at 80, 90 and 95%. TESTBED_CHECKPOINT (a checkpoint folder in the repo, e.g.
 # testbed/checkpoint) skips training and samples that checkpoint.
 # For a CPU dry run of this script: TESTBED_TRAIN_ARGS="--device cpu --tiny --max-steps 2"
 # TESTBED_SAMPLE_ARGS="--device cpu --steps 2 --height 64 --width 64" TESTBED_SKIP_BUILD=1.
@@ -114,8 +114,12 @@ for phase in ${TESTBED_PHASES:-train eval attention}; do
     train) args=(-m testbed.sample --out "$WORK/samples_train" --classes $CLASSES) ;;
     eval) args=(-m testbed.sample --out "$WORK/samples_eval" --classes $CLASSES
                 --height 192 --width 256) ;;
-    veda) args=(-m testbed.sample --out "$WORK/samples_veda" --classes $CLASSES --method veda
-                --profile "$REPO/${TESTBED_PROFILE:?phase veda needs TESTBED_PROFILE}") ;;
+    veda) profiles=()
+          for profile in ${TESTBED_PROFILE:?phase veda needs TESTBED_PROFILE}; do
+            profiles+=("$REPO/$profile")
+          done
+          args=(-m testbed.sample --out "$WORK/samples_veda" --classes $CLASSES --method veda
+                --profile "${profiles[@]}") ;;
     attention) args=(-m testbed.attention_stats --out "$WORK/attention.json" --classes 0 4) ;;
   esac
   # shellcheck disable=SC2086

@@ -124,13 +124,22 @@ def compare(
     shift: float = 1.0,
     cfg: float = 1.0,
     method: str = "meanpool",
-    profile: str | None = None,
+    profile: str | list[str] | None = None,
     dense_steps: int = 0,
     dense_layers: tuple[int, ...] = (),
     tile: tuple[int, int, int] = (1, 8, 16),
 ) -> tuple[dict[str, Any], list[tuple[str, torch.Tensor]]]:
-    """Dense and sparse clips from the same noise; metrics and the (label, clip) rows."""
+    """Dense and sparse clips from the same noise; metrics and the (label, clip) rows. `profile`:
+    one profile for every sparsity, or one per sparsity (each calibrated at its own)."""
     import veda.diffusers
+
+    profiles = profile if isinstance(profile, list) else [profile] * len(sparsities)
+    if len(profiles) == 1:
+        profiles = profiles * len(sparsities)
+    if len(profiles) != len(sparsities):
+        raise ValueError(
+            f"{len(profiles)} profiles for {len(sparsities)} sparsities; expected 1 or one each"
+        )
 
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -158,10 +167,10 @@ def compare(
         "sparse": [],
     }
     rows = [("dense", dense[0])]
-    for sparsity in sparsities:
+    for sparsity, sparsity_profile in zip(sparsities, profiles):
         veda.diffusers.enable(
             model.transformer,
-            profile=profile,
+            profile=sparsity_profile,
             sparsity=sparsity,
             method=method,
             dense_steps=dense_steps,
@@ -185,6 +194,7 @@ def compare(
                 "ssim": float(np.mean([p["ssim"] for p in per_clip])),
                 "per_clip": per_clip,
                 "seconds": round(seconds, 2),
+                "profile": None if sparsity_profile is None else str(sparsity_profile),
             }
         )
         rows.append((f"{method} {sparsity:.0%}", sparse[0]))
@@ -206,7 +216,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shift", type=float, default=1.0)
     p.add_argument("--cfg", type=float, default=1.0)
     p.add_argument("--method", default="meanpool")
-    p.add_argument("--profile", default=None)
+    p.add_argument(
+        "--profile", nargs="+", default=None, help="one profile, or one per --sparsity value"
+    )
     p.add_argument("--dense-steps", type=int, default=0)
     p.add_argument("--dense-layers", type=int, nargs="*", default=[])
     p.add_argument("--tile", type=int, nargs=3, default=[1, 8, 16])

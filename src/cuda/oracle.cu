@@ -155,8 +155,8 @@ __global__ void __launch_bounds__(kWarps * 32) oracle_kernel(OracleKernelArgs ar
   if (!kHeatPass && row_valid && half == 0) lse_out[token] = running_max + logf(running_sum);
 }
 
-template <typename Element, int kDim>
-void launch(const OracleParams& params, cudaStream_t stream) {
+template <typename Element, int kDim, bool kHeatPass>
+void launch_pass(const OracleParams& params, cudaStream_t stream) {
   const OracleKernelArgs args{params.q.data,         params.k.data,
                               params.q.tokens,       params.k.tokens,
                               params.q.stride_batch, params.q.stride_token,
@@ -167,21 +167,18 @@ void launch(const OracleParams& params, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(tile_count(params.q.tokens)),
                   static_cast<unsigned>(params.q.heads), static_cast<unsigned>(params.q.batch));
   constexpr std::size_t bytes = SharedLayout<kDim>::kBytes;
-  for (auto kernel : {oracle_kernel<Element, kDim, false>, oracle_kernel<Element, kDim, true>}) {
-    const cudaError_t status = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    VEDA_CHECK(status == cudaSuccess, "oracle kernel needs ", bytes,
-               " bytes of shared memory: ", cudaGetErrorString(status));
-    kernel<<<grid, kWarps * 32, bytes, stream>>>(args);
-    const cudaError_t launched = cudaGetLastError();
-    VEDA_CHECK(launched == cudaSuccess, "oracle launch failed: ", cudaGetErrorString(launched));
-  }
+  const auto kernel = oracle_kernel<Element, kDim, kHeatPass>;
+  const cudaError_t status = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  VEDA_CHECK(status == cudaSuccess, "oracle kernel needs ", bytes,
+             " bytes of shared memory: ", cudaGetErrorString(status));
+  kernel<<<grid, kWarps * 32, bytes, stream>>>(args);
+  const cudaError_t launched = cudaGetLastError();
+  VEDA_CHECK(launched == cudaSuccess, "oracle launch failed: ", cudaGetErrorString(launched));
 }
 
-}  // namespace
-
-void check_oracle_cuda_supported(const OracleParams& params) {
-  params.validate();
+// The q, k checks of the GPU path (dtype, head dim, alignment, launch limits).
+void check_operands(const OracleParams& params) {
   const TokensView& q = params.q;
   VEDA_CHECK(q.dtype == params.k.dtype && (q.dtype == DType::kBF16 || q.dtype == DType::kF16),
              "q has dtype ", dtype_name(q.dtype), " and k ", dtype_name(params.k.dtype),
@@ -200,14 +197,48 @@ void check_oracle_cuda_supported(const OracleParams& params) {
              " batches exceeds the launch limits");
 }
 
-void oracle_cuda(const OracleParams& params, cudaStream_t stream) {
-  check_oracle_cuda_supported(params);
+// Validation of one pass: OracleParams::validate asks for all three outputs, a single pass
+// needs only its own (lse for pass 1; lse, heat and mass for pass 2).
+void check_pass(const OracleParams& params, bool heat_pass) {
+  OracleParams checked = params;
+  float placeholder = 0.0f;  // stands in for the outputs this pass does not touch
+  if (!heat_pass) checked.heat = checked.mass = &placeholder;
+  checked.validate();
+  check_operands(params);
+}
+
+template <bool kHeatPass>
+void dispatch_pass(const OracleParams& params, cudaStream_t stream) {
+  check_pass(params, kHeatPass);
   const bool bf16 = params.q.dtype == DType::kBF16;
   if (params.q.dim == 64) {
-    bf16 ? launch<__nv_bfloat16, 64>(params, stream) : launch<__half, 64>(params, stream);
+    bf16 ? launch_pass<__nv_bfloat16, 64, kHeatPass>(params, stream)
+         : launch_pass<__half, 64, kHeatPass>(params, stream);
   } else {
-    bf16 ? launch<__nv_bfloat16, 128>(params, stream) : launch<__half, 128>(params, stream);
+    bf16 ? launch_pass<__nv_bfloat16, 128, kHeatPass>(params, stream)
+         : launch_pass<__half, 128, kHeatPass>(params, stream);
   }
+}
+
+}  // namespace
+
+void check_oracle_cuda_supported(const OracleParams& params) {
+  params.validate();
+  check_operands(params);
+}
+
+void oracle_lse_cuda(const OracleParams& params, cudaStream_t stream) {
+  dispatch_pass<false>(params, stream);
+}
+
+void oracle_tile_maps_cuda(const OracleParams& params, cudaStream_t stream) {
+  dispatch_pass<true>(params, stream);
+}
+
+void oracle_cuda(const OracleParams& params, cudaStream_t stream) {
+  check_oracle_cuda_supported(params);
+  oracle_lse_cuda(params, stream);
+  oracle_tile_maps_cuda(params, stream);
 }
 
 }  // namespace veda

@@ -13,6 +13,8 @@
 #include <string>
 
 #include "../cli_runner.h"
+#include "veda/method/demo_plots.h"
+#include "veda/method/oracle_backend.h"
 #include "veda/method/profile.h"
 #include "veda/method/synthetic_video.h"
 #include "veda/safetensors.h"
@@ -101,6 +103,34 @@ TEST_F(MethodCli, CalibrateThenAttention) {
   EXPECT_EQ(out.metadata.at("method"), "veda");
 }
 
+TEST_F(MethodCli, CalibrateDeviceOptionAndOracleTiming) {
+  write_sample("a.safetensors", 1, "2x16x16");
+  const std::string in = "calibrate --in " + file("a.safetensors") + " --steps 5 ";
+  const CommandResult cpu = run(in + "--device cpu --out " + file("cpu.json"));
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  EXPECT_NE(cpu.out.find("oracle on cpu"), std::string::npos) << cpu.out;
+  EXPECT_NE(cpu.out.find("oracle phase"), std::string::npos) << cpu.out;
+  expect_failure(run(in + "--device gpu --out " + file("gpu.json")),
+                 "--device 'gpu' is not known; expected auto, cpu or cuda", file("gpu.json"));
+
+  const OracleDevices devices = available_oracle_devices();
+  const CommandResult automatic = run(in + "--out " + file("auto.json"));
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
+  if (devices.gpus == 0) {
+    // CI: auto runs the CPU oracle; cuda is an error naming what was asked and what there is.
+    EXPECT_NE(automatic.out.find("oracle on cpu"), std::string::npos) << automatic.out;
+    expect_failure(run(in + "--device cuda --out " + file("cuda.json")), "--device cuda",
+                   file("cuda.json"));
+    const CommandResult cuda = run(in + "--device cuda --out " + file("cuda.json"));
+    EXPECT_NE(cuda.err.find("available: cpu"), std::string::npos) << cuda.err;
+  } else {
+    EXPECT_NE(automatic.out.find("oracle on cuda"), std::string::npos) << automatic.out;
+    const CommandResult cuda = run(in + "--device cuda --out " + file("cuda.json"));
+    ASSERT_EQ(cuda.exit_code, 0) << cuda.err;
+    EXPECT_NE(cuda.out.find("oracle phase"), std::string::npos) << cuda.out;
+  }
+}
+
 TEST_F(MethodCli, CalibrateRejectsSampleWithoutGrid) {
   write_sample("a.safetensors", 1, "");
   expect_failure(run("calibrate --in " + file("a.safetensors") + " --out " + file("p.json")),
@@ -158,8 +188,12 @@ TEST_F(MethodCli, DemoOnSmallGridWritesJsonAndPictures) {
   std::ifstream in(file("rows.json"));
   const nlohmann::json rows = nlohmann::json::parse(in);
   EXPECT_EQ(rows.size(), 15u);
-  EXPECT_TRUE(fs::exists(file("heat.png")));
-  EXPECT_TRUE(fs::exists(file("plot.png")));
+  // Builds without cairo write no pictures and say so.
+  EXPECT_EQ(fs::exists(file("heat.png")), demo_plots_available());
+  EXPECT_EQ(fs::exists(file("plot.png")), demo_plots_available());
+  if (!demo_plots_available()) {
+    EXPECT_NE(demo.out.find("built without cairo"), std::string::npos) << demo.out;
+  }
   for (const char* sparsity : {"sparsity 80%", "sparsity 90%", "sparsity 95%"}) {
     EXPECT_NE(demo.out.find(sparsity), std::string::npos) << demo.out;
   }

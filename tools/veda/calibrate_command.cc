@@ -4,9 +4,12 @@
 // veda/method/sample_file.h), runs the head-aware tile search and the distillation of every head's
 // estimator per layer (veda/method/calibration.h), and writes the profile JSON with the estimator
 // parameters in PROFILE.estimator.safetensors beside it. Everything is read and checked before any
-// work; files are written only at the end, atomically.
+// work; files are written only at the end, atomically. The oracle work (lse, tile heat and mass
+// per candidate shape, dense and masked outputs) runs on the GPU when one is present
+// (--device auto|cpu|cuda, veda/method/oracle_backend.h); each layer's line says how long it took.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -18,6 +21,7 @@
 #include "commands.h"
 #include "veda/error.h"
 #include "veda/method/calibration.h"
+#include "veda/method/oracle_backend.h"
 #include "veda/method/profile.h"
 #include "veda/method/progress_bar.h"
 #include "veda/method/sample_file.h"
@@ -42,6 +46,7 @@ struct CalibrateOptions {
   std::string search = "oracle";
   double temperature = 1.0;
   double threshold = 0.0;  // 0: fixed budget only
+  std::string device = "auto";
 };
 
 void run_calibrate(const CalibrateOptions& options) {
@@ -60,6 +65,9 @@ void run_calibrate(const CalibrateOptions& options) {
   VEDA_CHECK(options.temperature > 0 && options.learning_rate > 0 && options.weight_decay >= 0,
              "--temperature and --learning-rate must be positive, "
              "--weight-decay not negative");
+  VEDA_CHECK(options.device == "auto" || options.device == "cpu" || options.device == "cuda",
+             "--device '", options.device, "' is not known; expected auto, cpu or cuda");
+  const method::OracleDevice requested = method::parse_oracle_device(options.device);
   std::optional<Grid> grid;
   if (!options.grid.empty()) grid = Grid::parse(options.grid);
   const std::filesystem::path out_dir = std::filesystem::path(options.out).parent_path();
@@ -75,6 +83,13 @@ void run_calibrate(const CalibrateOptions& options) {
     const method::SampleFile& file = files.back();
     layers[file.layer.value_or(0)].push_back({file.grid, file.q, file.k, file.v});
   }
+  // The oracle's device, decided (and a GPU asked for but missing reported) before any work.
+  const method::OracleDeviceChoice device = method::resolve_oracle_device(
+      requested, method::available_oracle_devices(), files.front().q.dim);
+  const std::unique_ptr<method::OracleBackend> backend = method::make_oracle_backend(device.device);
+  std::cout << "oracle on " << backend->name() << " (--device " << options.device << ": "
+            << device.reason << ")\n";
+
   method::CalibrationConfig config;
   config.sparsity = options.sparsity;
   config.max_shapes_per_layer = options.max_shapes;
@@ -95,12 +110,21 @@ void run_calibrate(const CalibrateOptions& options) {
   profile.head_dim = files.front().q.dim;
   method::ProgressBar bar(std::cerr, isatty(STDERR_FILENO) != 0);
   std::cout.flush();
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
   for (const auto& [layer, samples] : layers) {
     std::cout << "layer " << layer << ": " << samples.size() << " sample file(s)\n";
+    std::cout.flush();
+    const auto layer_start = Clock::now();
+    const double oracle_before = backend->seconds();
     method::LayerProfile calibrated = method::calibrate_layer(
-        samples, config, [&](std::string_view stage, std::int64_t done, std::int64_t total) {
+        samples, config,
+        [&](std::string_view stage, std::int64_t done, std::int64_t total) {
           bar(stage, done, total);
-        });
+        },
+        backend.get());
+    const double layer_seconds = std::chrono::duration<double>(Clock::now() - layer_start).count();
+    const double oracle_seconds = backend->seconds() - oracle_before;
     calibrated.layer = layer;
     if (options.threshold > 0) {
       for (method::HeadProfile& head : calibrated.heads) head.threshold = options.threshold;
@@ -123,8 +147,12 @@ void run_calibrate(const CalibrateOptions& options) {
           options.search.c_str(), tiling.head_aware, tiling.best_single,
           tiling.best_single_shape.c_str());
     }
+    std::printf("  oracle phase %.1f s on %s; distillation and the rest %.1f s\n", oracle_seconds,
+                backend->name().c_str(), layer_seconds - oracle_seconds);
     profile.layers.push_back(std::move(calibrated));
   }
+  std::printf("oracle phase %.1f s on %s, of %.1f s of calibration\n", backend->seconds(),
+              backend->name().c_str(), std::chrono::duration<double>(Clock::now() - start).count());
   method::write_profile(options.out, profile);
   std::cout << "wrote " << options.out << " (estimator parameters in "
             << std::filesystem::path(options.out).stem().string() << ".estimator.safetensors)\n";
@@ -182,6 +210,10 @@ void add_calibrate_command(CLI::App& app) {
       ->add_option("--threshold", options->threshold,
                    "Select by cumulative estimated mass instead of a fixed budget (the budget of "
                    "--sparsity stays the cap); 0: fixed budget")
+      ->capture_default_str();
+  command
+      ->add_option("--device", options->device,
+                   "Where the oracle work runs: auto (cuda when a GPU is present), cpu or cuda")
       ->capture_default_str();
   command->callback([options] { run_calibrate(*options); });
 }

@@ -5,7 +5,8 @@
 // The Veda method end to end on the embedded synthetic clip (veda/method/synthetic_video.h):
 // calibrates a profile on clips of one seed, evaluates oracle / veda / stats / meanpool / window
 // on a clip of another seed at 80, 90 and 95 % sparsity, prints one table per sparsity, and writes
-// the heat picture and the rel-L2 plot (veda/method/demo.h says what each row means).
+// the heat picture and the rel-L2 plot (veda/method/demo.h says what each row means; builds
+// without cairo say that they write no pictures).
 #include <unistd.h>
 
 #include <cstdio>
@@ -103,13 +104,20 @@ void run_demo_command(const DemoOptions& options) {
     method::write_demo_json(options.json, result);
     std::cout << "wrote " << options.json << "\n";
   }
-  if (!options.heat_png.empty()) {
-    method::write_tile_heat_png(options.heat_png, result.picture);
-    std::cout << "wrote " << options.heat_png << " (" << result.picture.caption << ")\n";
-  }
-  if (!options.plot_png.empty()) {
-    method::write_rel_l2_plot(options.plot_png, result);
-    std::cout << "wrote " << options.plot_png << "\n";
+  if (!method::demo_plots_available()) {
+    if (!options.heat_png.empty() || !options.plot_png.empty()) {
+      std::cout << "no PNG pictures written: this veda was built without cairo (install cairo "
+                   "and rebuild for --heat-png and --plot-png)\n";
+    }
+  } else {
+    if (!options.heat_png.empty()) {
+      method::write_tile_heat_png(options.heat_png, result.picture);
+      std::cout << "wrote " << options.heat_png << " (" << result.picture.caption << ")\n";
+    }
+    if (!options.plot_png.empty()) {
+      method::write_rel_l2_plot(options.plot_png, result);
+      std::cout << "wrote " << options.plot_png << "\n";
+    }
   }
   if (!options.profile_out.empty()) {
     method::write_profile(options.profile_out, result.profile);

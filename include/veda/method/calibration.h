@@ -1,11 +1,13 @@
 // Calibration of one layer: the head-aware tile search and the distillation of every head's
 // estimator, from captured q, k, v (DESIGN.md section 2, "Calibration" in section 3).
 //
-// Phase 1 (tile search), per head and search sample: one multi-shape oracle pass with the dense
-// output, then the oracle-mask output error of every candidate; the shapes are chosen (optionally
-// at most max_shapes per layer). Phase 2, per head: one single-shape oracle pass per sample for
-// the teacher in the chosen shape, then the distillation on all samples but the last (held out
-// for early stopping; with a single sample there is none). Memory holds one head's samples.
+// Phase 1 (tile search), per block of heads and search sample: the oracle maps of every candidate
+// with the dense output, then the oracle-mask output error of every candidate; the shapes are
+// chosen (optionally at most max_shapes per layer). Phase 2, per block of heads: the teacher in
+// each head's chosen shape on every sample, then the distillation on all samples but the last
+// (held out for early stopping; with a single sample there is none). Host memory holds one
+// block's samples: with the CPU backend one head's, with the GPU backend all heads' (teachers
+// and statistics, ~130 MB per sample at 75,600 tokens x 40 heads x D 128).
 #pragma once
 
 #include <cstdint>
@@ -51,11 +53,15 @@ struct CalibrationConfig {
 // stage ("search": heads x search samples, "distill": heads), units done, units in the stage.
 using ProgressCallback = std::function<void(std::string_view, std::int64_t, std::int64_t)>;
 
+class OracleBackend;  // veda/method/oracle_backend.h
+
 // Returns the layer's profile (tile, sparsity and estimator per head, with diagnostics in
 // `calibration`: kl_train_before/after, kl_heldout_before/after, steps, best_step, err_<shape>
 // (rel-MSE of the searched mask; search_estimator_mask = 1 when that mask was the estimator's)).
+// `backend` runs the oracle work (nullptr: the CPU reference, made for this call); items are
+// taken in blocks of backend->heads_per_item heads (cpu: 1, cuda: all).
 LayerProfile calibrate_layer(std::span<const CalibrationSample> samples,
-                             const CalibrationConfig& config,
-                             const ProgressCallback& progress = {});
+                             const CalibrationConfig& config, const ProgressCallback& progress = {},
+                             OracleBackend* backend = nullptr);
 
 }  // namespace veda::method
