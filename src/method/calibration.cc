@@ -22,6 +22,14 @@ struct Item {
   std::int64_t batch;
 };
 
+// The tile-major order of every shape over `grid`.
+std::vector<std::vector<std::int32_t>> shape_orders(const Grid& grid,
+                                                    std::span<const TileShape> shapes) {
+  std::vector<std::vector<std::int32_t>> orders;
+  for (const TileShape& shape : shapes) orders.push_back(tile_major_order(grid, shape));
+  return orders;
+}
+
 // The teacher and statistics of one item in one shape: q, k the head's float32 [N, D]
 // frame-major, order the shape's tile-major order, maps its oracle maps.
 DistillSample distill_sample(std::span<const float> q, std::span<const float> k, std::int64_t dim,
@@ -123,10 +131,8 @@ LayerProfile calibrate_by_estimator_mask(const std::vector<Item>& items, std::in
       const bool held = it == item_count - 1;
       backend.set_item(sample, b, h0, h1);
       const std::vector<std::vector<TileMaps>> maps = backend.tile_maps(lists, held);
-      std::vector<std::vector<std::int32_t>> orders;
-      for (const TileShape& shape : config.shapes) {
-        orders.push_back(tile_major_order(sample.grid, shape));
-      }
+      const std::vector<std::vector<std::int32_t>> orders =
+          shape_orders(sample.grid, config.shapes);
       parallel_for(block_heads, [&](std::int64_t h) {
         const std::vector<float> q = load_head(sample.q, b, h0 + h),
                                  k = load_head(sample.k, b, h0 + h);
@@ -152,10 +158,8 @@ LayerProfile calibrate_by_estimator_mask(const std::vector<Item>& items, std::in
     std::vector<BlockIndex> indices(
         shape_count,
         BlockIndex(1, block_heads, tiles, tiles, budget_for_sparsity(config.sparsity, tiles)));
-    std::vector<std::vector<std::int32_t>> held_orders;
-    for (const TileShape& shape : config.shapes) {
-      held_orders.push_back(tile_major_order(held.grid, shape));
-    }
+    const std::vector<std::vector<std::int32_t>> held_orders =
+        shape_orders(held.grid, config.shapes);
     parallel_for(block_heads, [&](std::int64_t h) {
       const std::vector<float> q = load_head(held.q, held_batch, h0 + h),
                                k = load_head(held.k, held_batch, h0 + h);
