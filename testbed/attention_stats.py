@@ -27,6 +27,7 @@ import torch
 
 from .model import Testbed, load_checkpoint
 from .sample import euler_sample
+from .tiled_attention import TILE, tiled_attention
 
 
 def tile_major(
@@ -43,28 +44,18 @@ def tile_major(
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7, 8).reshape(b, n, heads, d)
 
 
-@torch.no_grad()
 def tile_statistics(
     q: torch.Tensor,  # [N, D] one head, tile-major
     k: torch.Tensor,  # [N, D]
-    tile_tokens: int = 128,
+    tile_tokens: int = TILE,
     chunk_tiles: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tile mass [T, T] (sum of P over the pair / tile_tokens: rows sum to 1) and heat [T, T]."""
-    n, d = q.shape
-    tiles = n // tile_tokens
-    scale = 1.0 / math.sqrt(d)
-    mass = torch.empty(tiles, tiles, device=q.device)
-    heat = torch.empty(tiles, tiles, device=q.device)
-    kf = k.float()
-    for start in range(0, tiles, chunk_tiles):
-        stop = min(tiles, start + chunk_tiles)
-        rows = q[start * tile_tokens : stop * tile_tokens].float()  # [R, D]
-        p = torch.softmax(rows @ kf.T * scale, dim=-1)  # [R, N]
-        p = p.view(stop - start, tile_tokens, tiles, tile_tokens)  # [Tq, 128, Tk, 128]
-        mass[start:stop] = p.sum(dim=(1, 3)) / tile_tokens
-        heat[start:stop] = p.amax(dim=(1, 3))
-    return mass, heat
+    if tile_tokens != TILE:
+        raise ValueError(f"tile_tokens {tile_tokens}; tiles have {TILE} tokens")
+    order = torch.arange(q.shape[0], device=q.device)  # q, k are already tile-major
+    result = tiled_attention(q, k, None, order, {}, chunk_tiles=chunk_tiles)
+    return result.mass, result.heat
 
 
 def kept_mass(mass: torch.Tensor, score: torch.Tensor, keep: int) -> float:
