@@ -32,7 +32,11 @@ if(VEDA_TESTS)
     set(BUILD_GMOCK OFF CACHE BOOL "" FORCE)
     add_subdirectory("${VEDA_DEPS_DIR}/googletest" "${CMAKE_BINARY_DIR}/googletest"
                      EXCLUDE_FROM_ALL)
-    add_library(GTest::gtest_main ALIAS gtest_main)
-    add_library(GTest::gtest ALIAS gtest)
+    # googletest >= 1.11 defines these aliases itself; older releases do not.
+    foreach(target gtest gtest_main)
+      if(NOT TARGET GTest::${target})
+        add_library(GTest::${target} ALIAS ${target})
+      endif()
+    endforeach()
   endif()
 endif()
