@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <span>
+#include <string>
 
 #include "reference.h"
+#include "veda/error.h"
 #include "veda/selection.h"
 #include "veda/sparse_attention.h"
 #include "veda/tile_gather.h"
@@ -39,8 +42,12 @@ TEST(TileGather, EachHeadUsesItsGroupsOrder) {
   }
 }
 
-TEST(TileSelection, ZeroProjectionSelectsWhatMeanPoolingSelects) {
-  const Grid grid{4, 16, 16};
+// sparse_attention_cpu's index for `config` against tile_selection_cpu over the same statistics
+// (projections: [H, 3D, D] each, or empty for P = 0).
+void expect_batched_selection_matches(const SparseAttentionConfig& config,
+                                      std::span<const float> q_projection,
+                                      std::span<const float> k_projection) {
+  const Grid grid = config.grid;
   const std::int64_t tokens = grid.tokens(), heads = 2, dim = 32, tiles = tile_count(tokens);
   const auto q = testing::random_matrix(tokens * heads, dim, 2),
              k = testing::random_matrix(tokens * heads, dim, 3),
@@ -48,8 +55,7 @@ TEST(TileSelection, ZeroProjectionSelectsWhatMeanPoolingSelects) {
   const auto view = [&](const std::vector<float>& x) {
     return TokensView::contiguous(x.data(), DType::kF32, 1, tokens, heads, dim);
   };
-  const SparseAttentionConfig config{MaskMethod::kMeanPool, 0.75, grid, {2, 8, 8}};
-  const SparseAttentionResult meanpool = sparse_attention_cpu(view(q), view(k), view(v), config);
+  const SparseAttentionResult result = sparse_attention_cpu(view(q), view(k), view(v), config);
 
   const std::vector<std::int32_t> order = tile_major_order(grid, config.tile);
   std::vector<float> q_stats(heads * tiles * 3 * dim), k_stats(q_stats.size());
@@ -57,14 +63,56 @@ TEST(TileSelection, ZeroProjectionSelectsWhatMeanPoolingSelects) {
   tile_gather_cpu({view(k), order.data(), 1, nullptr, nullptr, k_stats.data()});
   TileSelectionParams params;
   params.q_stats = q_stats.data(), params.k_stats = k_stats.data();
+  params.q_projection = q_projection.empty() ? nullptr : q_projection.data();
+  params.k_projection = k_projection.empty() ? nullptr : k_projection.data();
   params.batch = 1, params.heads = heads, params.q_tiles = tiles, params.k_tiles = tiles;
   params.dim = dim, params.scale = 1.0f / std::sqrt(static_cast<float>(dim));
   params.budget = budget_for_sparsity(config.sparsity, tiles);
   std::vector<std::int32_t> counts(heads * tiles), indices(counts.size() * params.budget);
   params.counts = counts.data(), params.indices = indices.data();
   tile_selection_cpu(params);
-  EXPECT_EQ(counts, meanpool.index.counts);
-  EXPECT_EQ(indices, meanpool.index.indices);
+  EXPECT_EQ(counts, result.index.counts);
+  EXPECT_EQ(indices, result.index.indices);
+}
+
+TEST(TileSelection, ZeroProjectionSelectsWhatMeanPoolingSelects) {
+  expect_batched_selection_matches({MaskMethod::kMeanPool, 0.75, {4, 16, 16}, {2, 8, 8}}, {}, {});
+}
+
+TEST(TileSelection, EstimatorMethodSelectsWhatTheBatchedSelectionSelects) {
+  const std::int64_t heads = 2, dim = 32;
+  const std::vector<float> p_q = testing::random_matrix(heads * 3 * dim, dim, 5),
+                           p_k = testing::random_matrix(heads * 3 * dim, dim, 6);
+  SparseAttentionConfig config{MaskMethod::kEstimator, 0.75, {3, 10, 21}, {1, 8, 16}};
+  config.q_projection = p_q, config.k_projection = p_k;
+  expect_batched_selection_matches(config, p_q, p_k);
+  // The random projections change the choice (so the comparison above is not mean pooling's).
+  const auto q = testing::random_matrix(630 * heads, dim, 2),
+             k = testing::random_matrix(630 * heads, dim, 3);
+  const auto view = [&](const std::vector<float>& x) {
+    return TokensView::contiguous(x.data(), DType::kF32, 1, 630, heads, dim);
+  };
+  const BlockIndex estimated = sparse_attention_cpu(view(q), view(k), view(k), config).index;
+  config.method = MaskMethod::kMeanPool;
+  EXPECT_NE(sparse_attention_cpu(view(q), view(k), view(k), config).index.indices,
+            estimated.indices);
+}
+
+TEST(TileSelection, EstimatorMethodNeedsEveryHeadsProjections) {
+  const auto x = testing::random_matrix(256 * 2, 16, 7);
+  const TokensView view = TokensView::contiguous(x.data(), DType::kF32, 1, 256, 2, 16);
+  const std::vector<float> one_head(3 * 16 * 16, 0.0f);
+  SparseAttentionConfig config{MaskMethod::kEstimator, 0.5, {1, 16, 16}, {1, 8, 16}};
+  config.q_projection = one_head, config.k_projection = one_head;
+  try {
+    sparse_attention_cpu(view, view, view, config);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("[H, 3D, D] = [2, 48, 16] each; got 768 and 768"),
+              std::string::npos)
+        << error.what();
+  }
+  EXPECT_EQ(parse_mask_method("veda"), MaskMethod::kEstimator);
 }
 
 }  // namespace

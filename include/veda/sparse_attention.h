@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -13,12 +14,13 @@
 namespace veda {
 
 enum class MaskMethod {
-  kDense,     // every tile
-  kOracle,    // top-k by the oracle's tile heat (two dense passes)
-  kMeanPool,  // top-k by mean-pooled tile logits (P = 0)
+  kDense,      // every tile
+  kOracle,     // top-k by the oracle's tile heat (two dense passes)
+  kMeanPool,   // top-k by mean-pooled tile logits (P = 0)
+  kEstimator,  // "veda": top-k by the distilled estimator's logits (P_q, P_k per head)
 };
 std::string_view mask_method_name(MaskMethod method);
-// "dense", "oracle", "meanpool"; throws naming the text and the choices otherwise.
+// "dense", "oracle", "meanpool", "veda"; throws naming the text and the choices otherwise.
 MaskMethod parse_mask_method(std::string_view text);
 
 struct SparseAttentionConfig {
@@ -27,6 +29,8 @@ struct SparseAttentionConfig {
   Grid grid;              // must hold N tokens; 1 x 1 x N is a plain sequence
   TileShape tile;
   bool keep_own_tile = true;
+  // Method veda: P_q and P_k of every head of q, float32 [H, 3D, D] each (tile_scoring.h).
+  std::span<const float> q_projection{}, k_projection{};
 };
 
 struct SparseAttentionResult {

@@ -115,12 +115,16 @@ void attention(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v, co
 }
 
 // Sparse self-attention over the video grid (veda::sparse_attention_cpu): q, k, v [B, N, H, D]
-// with N = grid tokens; out [B, N, H, D] in out's dtype, lse [B, N, H] float32. Returns the
-// sparsity of the index actually used (1 - kept tile pairs / all tile pairs).
+// with N = grid tokens; out [B, N, H, D] in out's dtype, lse [B, N, H] float32. Method veda:
+// q_projection, k_projection point to `projection_values` float32 each, [H, 3D, D] for q's heads
+// (0 and 0 otherwise). Returns the sparsity of the index actually used (1 - kept tile pairs /
+// all tile pairs).
 double sparse_attention(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v,
                         const TensorSpec& out, const LseSpec& lse, const std::string& method,
                         double sparsity, const std::array<std::int64_t, 3>& grid,
-                        const std::array<int, 3>& tile, std::uintptr_t /*stream*/) {
+                        const std::array<int, 3>& tile, std::uintptr_t q_projection,
+                        std::uintptr_t k_projection, std::int64_t projection_values,
+                        std::uintptr_t /*stream*/) {
   const TokensView q_view = tokens_view(q, "q");
   const TokensView k_view = tokens_view(k, "k");
   const TokensView v_view = tokens_view(v, "v");
@@ -133,6 +137,9 @@ double sparse_attention(const TensorSpec& q, const TensorSpec& k, const TensorSp
   config.grid = Grid{grid[0], grid[1], grid[2]};
   config.grid.validate();
   config.tile = TileShape{tile[0], tile[1], tile[2]};
+  const auto values = static_cast<std::size_t>(projection_values);
+  config.q_projection = {reinterpret_cast<const float*>(q_projection), values};
+  config.k_projection = {reinterpret_cast<const float*>(k_projection), values};
   const SparseAttentionResult result = sparse_attention_cpu(q_view, k_view, v_view, config);
 
   void* out_data = reinterpret_cast<void*>(std::get<0>(out));
@@ -346,7 +353,8 @@ NB_MODULE(_veda, m) {
         "Dense attention on the CPU; tensors as (ptr, dtype, shape, strides).");
   m.def("sparse_attention", &sparse_attention, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("lse"), nb::arg("method"), nb::arg("sparsity"), nb::arg("grid"),
-        nb::arg("tile"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>(),
+        nb::arg("tile"), nb::arg("q_projection"), nb::arg("k_projection"),
+        nb::arg("projection_values"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>(),
         "Sparse self-attention over a video grid on the CPU; returns the sparsity used.");
   m.def(
       "tile_major_order",

@@ -63,7 +63,7 @@ def sparse_attention(
         sparsity: fraction of key tiles skipped per query tile, in [0, 1); the budget is
             ceil((1 - sparsity) * tiles) and a query tile always keeps its own tile.
         method: tile scoring: "meanpool" (mean-pooled tile logits, the estimator at P = 0),
-            "veda" (the profile's estimator p_q, p_k; CUDA only), "oracle" (full attention's
+            "veda" (the profile's estimator p_q, p_k), "oracle" (full attention's
             tile heat: two dense passes, for measurements; CPU only for now) or "dense".
         tile: tile shape (pt, ph, pw) with pt*ph*pw = 128, or "ptxphxpw".
         text_tokens: number of text tokens in L, attended densely both ways.
@@ -107,8 +107,6 @@ def sparse_attention(
         )
     if on_gpu and method == "oracle":
         raise ValueError(ops.ORACLE_ON_GPU_MESSAGE)
-    if not on_gpu and method == "veda":
-        raise ValueError(ops.VEDA_ON_CPU_MESSAGE)
     tile_sides = parse_tile(tile)
     if text_position not in TEXT_POSITIONS:
         raise ValueError(

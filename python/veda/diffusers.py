@@ -244,7 +244,7 @@ def enable(
             per-head sparsity in the layers it covers, 0.95 elsewhere. Given with a profile, it
             replaces the profile's sparsity of every head (tile shapes and estimator stay), so one
             calibrated profile runs at any budget.
-        method: tile scoring, "meanpool", "veda" (the profile's estimator; CUDA only), "oracle"
+        method: tile scoring, "meanpool", "veda" (the profile's estimator), "oracle"
             (CPU only for now) or "dense".
         dense_steps: the first denoising steps run dense (see the module doc for how steps count).
         dense_layers: block indices whose self-attention stays dense.

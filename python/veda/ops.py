@@ -54,11 +54,6 @@ ORACLE_ON_GPU_MESSAGE = (
     "method 'oracle' is CPU-only for now; on CUDA tensors use meanpool, veda or dense, or move "
     "q, k, v to the CPU"
 )
-VEDA_ON_CPU_MESSAGE = (
-    "method 'veda' (the profile's estimator) runs on CUDA tensors only; the CPU reference scores "
-    "tiles with dense, oracle or meanpool"
-)
-
 
 # Whether this build of veda._veda has the GPU entries (VEDA_CUDA=ON at build time); a plain
 # module constant, so torch.compile traces the checks below without looking into the extension.
@@ -232,18 +227,31 @@ def sparse_attention(
     always kept), attend, restore frame-major order.
     Returns (out [B, N, H, D], lse [B, N, H] float32).
 
-    CPU: method "dense", "oracle" or "meanpool"; `tile` is one shape (3 ints).
-    CUDA: method "dense", "meanpool" or "veda" (the estimator: q_projection, k_projection float32
-    [H_global, 3D, D] on q's device, head_index the global head of each of q's H heads, default
-    0..H-1); `tile` is one shape for all heads (3 ints) or one per head (3 * H ints).
+    Method "veda" is the estimator: q_projection, k_projection float32 [H_global, 3D, D] on q's
+    device, head_index the global head of each of q's H heads (default 0..H-1).
+    CPU: method "dense", "oracle", "meanpool" or "veda"; `tile` is one shape (3 ints).
+    CUDA: method "dense", "meanpool" or "veda"; `tile` is one shape for all heads (3 ints) or one
+    per head (3 * H ints).
     """
     _check_operands(q, k, v)
     if q.device.type == "cuda":
         return _sparse_attention_cuda(
             q, k, v, grid, tile, method, sparsity, out_dtype, head_index, q_projection, k_projection
         )
-    if method == "veda" or q_projection is not None or k_projection is not None:
-        raise ValueError(VEDA_ON_CPU_MESSAGE)
+    projections = (0, 0, 0)  # pointers and values per projection for the C++ call
+    if method == "veda":
+        p_q, p_k = _check_projections(q, q_projection, k_projection)
+        heads = list(range(q.shape[2])) if head_index is None else list(head_index)
+        if max(heads) >= p_q.shape[0]:
+            raise ValueError(
+                f"head_index {heads} names head {max(heads)} but the projections hold "
+                f"{p_q.shape[0]} heads"
+            )
+        rows = torch.tensor(heads)
+        p_q, p_k = (p.index_select(0, rows).contiguous() for p in (p_q, p_k))  # [H, 3D, D]
+        projections = (p_q.data_ptr(), p_k.data_ptr(), p_q.numel())
+    elif q_projection is not None or k_projection is not None:
+        raise ValueError(f"q_projection and k_projection apply to method 'veda', not {method!r}")
     if len(tile) != 3:
         raise ValueError(
             f"tile has {len(tile)} entries; the CPU reference takes one tile shape (3 ints), "
@@ -261,6 +269,7 @@ def sparse_attention(
         float(sparsity),
         tuple(grid),
         tuple(tile),
+        *projections,
         _stream_handle(q.device),
     )
     return out, lse

@@ -8,7 +8,7 @@ The file is the JSON of include/veda/method/profile.h:
 
 The Python layer reads the tile shape, sparsity and optional threshold of every head, and where
 the profile names an estimator file and each head's p_q, p_k tensors (F32 [3D, D]), the estimator
-parameters: read lazily (safetensors) on the first call of method "veda" on CUDA tensors, stacked
+parameters: read lazily (safetensors) on the first call of method "veda", stacked
 per layer to [H, 3D, D] float32 and uploaded once per device (LayerProfile.estimator). Thresholds
 are read but not applied.
 """

@@ -13,17 +13,22 @@
 namespace veda {
 namespace {
 
-// [Tq, Tk] scores of one head in tile-major order; higher = keep.
+// [Tq, Tk] scores of one head in tile-major order; higher = keep. q_projection, k_projection:
+// the head's [3D, D] (method veda) or empty (P = 0: mean pooling).
 std::vector<float> score_head(MaskMethod method, std::span<const float> q, std::span<const float> k,
-                              std::int64_t dim, float scale) {
+                              std::int64_t dim, float scale, std::span<const float> q_projection,
+                              std::span<const float> k_projection) {
   if (method == MaskMethod::kOracle) {
     const std::vector<float> lse = row_lse(q, k, dim, scale);
     return tile_heat_and_mass(q, k, dim, scale, lse).heat;
   }
-  const std::vector<float> q_hat = project_tiles(tile_statistics(q, dim), dim, {});
-  const std::vector<float> k_hat = project_tiles(tile_statistics(k, dim), dim, {});
+  const std::vector<float> q_hat = project_tiles(tile_statistics(q, dim), dim, q_projection);
+  const std::vector<float> k_hat = project_tiles(tile_statistics(k, dim), dim, k_projection);
   return tile_logits(q_hat, k_hat, dim, scale);
 }
+
+constexpr MaskMethod kMethods[] = {MaskMethod::kDense, MaskMethod::kOracle, MaskMethod::kMeanPool,
+                                   MaskMethod::kEstimator};
 
 }  // namespace
 
@@ -35,15 +40,17 @@ std::string_view mask_method_name(MaskMethod method) {
       return "oracle";
     case MaskMethod::kMeanPool:
       return "meanpool";
+    case MaskMethod::kEstimator:
+      return "veda";
   }
   return "?";
 }
 
 MaskMethod parse_mask_method(std::string_view text) {
-  for (MaskMethod method : {MaskMethod::kDense, MaskMethod::kOracle, MaskMethod::kMeanPool}) {
+  for (MaskMethod method : kMethods) {
     if (mask_method_name(method) == text) return method;
   }
-  detail::fail("method '", text, "' is not known; expected dense, oracle or meanpool");
+  detail::fail("method '", text, "' is not known; expected dense, oracle, meanpool or veda");
 }
 
 SparseAttentionResult sparse_attention_cpu(const TokensView& q, const TokensView& k,
@@ -59,6 +66,13 @@ SparseAttentionResult sparse_attention_cpu(const TokensView& q, const TokensView
   const std::int64_t tiles = tile_count(tokens);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
   const std::vector<std::int32_t> order = tile_major_order(config.grid, config.tile);
+  const auto projection_size = static_cast<std::size_t>(3 * dim * dim);
+  const bool estimator = config.method == MaskMethod::kEstimator;
+  VEDA_CHECK(!estimator || (config.q_projection.size() == heads * projection_size &&
+                            config.k_projection.size() == heads * projection_size),
+             "method veda needs P_q and P_k of every head, float32 [H, 3D, D] = [", heads, ", ",
+             3 * dim, ", ", dim, "] each; got ", config.q_projection.size(), " and ",
+             config.k_projection.size(), " values");
 
   SparseAttentionResult result;
   result.index =
@@ -78,8 +92,15 @@ SparseAttentionResult sparse_attention_cpu(const TokensView& q, const TokensView
       gather_rows(load_head(k, b, h), order, dim, k_tiled);
       gather_rows(load_head(v, b, h), order, dim, v_tiled);
       if (config.method != MaskMethod::kDense) {
-        select_top_k(score_head(config.method, q_tiled, k_tiled, dim, scale), config.keep_own_tile,
-                     result.index, b, h);
+        const auto head_projection = [&](std::span<const float> all) {
+          return estimator
+                     ? all.subspan(static_cast<std::size_t>(h) * projection_size, projection_size)
+                     : std::span<const float>{};
+        };
+        select_top_k(
+            score_head(config.method, q_tiled, k_tiled, dim, scale,
+                       head_projection(config.q_projection), head_projection(config.k_projection)),
+            config.keep_own_tile, result.index, b, h);
       }
       const BlockIndexView index = result.index.view();
       attend_head(q_tiled, k_tiled, v_tiled, dim, scale, index.counts + (b * heads + h) * tiles,

@@ -263,10 +263,39 @@ def test_other_devices_raise_with_clear_messages():
         veda.sparse_attention(q, q, q, grid=GRID)
 
 
-def test_estimator_method_is_gpu_only():
-    q, k, v = random_qkv(batch=1, heads=2)
-    with pytest.raises(ValueError, match="method 'veda' .* runs on CUDA tensors only"):
-        veda.sparse_attention(q, k, v, grid=GRID, method="veda")
+def estimator_profile(heads, dim, scale, seed=7):
+    """A LayerProfile of `heads` global heads (1x8x16, 75%) with random P_q, P_k * scale."""
+    generator = torch.Generator().manual_seed(seed)
+    p_q, p_k = (scale * torch.randn(heads, 3 * dim, dim, generator=generator) for _ in range(2))
+    settings = tuple(HeadSettings((1, 8, 16), 0.75) for _ in range(heads))
+    return LayerProfile(layer=0, heads=settings, p_q=p_q, p_k=p_k)
+
+
+ESTIMATOR_GRID = (4, 16, 16)  # 1024 tokens, 8 tiles: 2 kept per query tile at 75%
+
+
+def test_estimator_with_zero_projections_is_mean_pooling():
+    q, k, v = random_qkv(batch=1, tokens=1024, heads=2)
+    profile = estimator_profile(2, 32, scale=0.0)
+    out = veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, method="veda", profile=profile)
+    meanpool = veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, sparsity=0.75, method="meanpool")
+    assert torch.equal(out, meanpool)
+
+
+def test_estimator_uses_each_local_heads_global_projections():
+    q, k, v = random_qkv(batch=1, tokens=1024, heads=2, seed=3)
+    profile = estimator_profile(3, 32, scale=0.5)
+    out = veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, method="veda", profile=profile,
+                                head_index=[2, 0])  # fmt: skip
+    for local, global_head in enumerate([2, 0]):
+        one = slice(local, local + 1)
+        alone = veda.sparse_attention(q[:, :, one], k[:, :, one], v[:, :, one], grid=ESTIMATOR_GRID,
+                                      method="veda", profile=profile, head_index=[global_head])  # fmt: skip
+        assert torch.equal(out[:, :, one], alone)
+    meanpool = veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, sparsity=0.75, method="meanpool")
+    assert not torch.equal(out, meanpool)  # the projections changed which tiles were kept
+    with pytest.raises(ValueError, match="method 'veda' needs a veda.LayerProfile"):
+        veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, method="veda")
 
 
 def test_profile_reads_the_estimator_file(tmp_path):
