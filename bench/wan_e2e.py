@@ -44,10 +44,9 @@ than S seconds after the start. Results go to --out (JSON, rewritten after every
 killed run keeps what it measured) and a Markdown table beside it (.md); progress is printed with
 timestamps.
 
-Expected on an H200 (estimates: cuDNN ~570 TFLOP/s, GEMMs ~650, the block-sparse call 16 ms per
-layer and batch row at 95% and N = 75,600): 14B 720p 81 frames: dense ~24 s a step (self-attention
-4*B*N^2*D*H*40 = 9.4 PFLOP, ~16.5 s; the rest ~8 s), Veda 95% ~9 s (~2.6x); 161 frames: dense
-~80 s (~64 s of attention), Veda 95% ~20 s (~4x). The default run: ~5 minutes after the build.
+Measured on an H200 (bench/RESULTS.md, 2026-11-29): 14B 720p 81 frames: dense 24.7 s a step
+(self-attention 67%), Veda 95% 9.5 s (2.59x); 161 frames: dense 80.2 s (80%), Veda 95% 20.4 s
+(3.92x); 1.3B 480p: 2.05x. The default run takes ~5 minutes after the build.
 """
 
 from __future__ import annotations
