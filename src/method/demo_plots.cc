@@ -9,6 +9,7 @@
 #include <memory>
 #include <numbers>
 #include <sstream>
+#include <utility>
 
 #include "veda/error.h"
 
@@ -17,6 +18,20 @@ namespace {
 
 using Surface = std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)>;
 using Context = std::unique_ptr<cairo_t, decltype(&cairo_destroy)>;
+
+// A white RGB canvas of width x height pixels; the context draws on the surface.
+struct Canvas {
+  Surface surface;
+  Context context;
+};
+Canvas white_canvas(int width, int height) {
+  Surface surface(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height),
+                  cairo_surface_destroy);
+  Context context(cairo_create(surface.get()), cairo_destroy);
+  cairo_set_source_rgb(context.get(), 1, 1, 1);
+  cairo_paint(context.get());
+  return {std::move(surface), std::move(context)};
+}
 
 struct Rgb {
   double r, g, b;
@@ -66,12 +81,8 @@ void write_tile_heat_png(const std::string& path, const DemoPicture& picture) {
   const double cell = std::max(3.0, std::floor(720.0 / static_cast<double>(tiles)));
   const double left = 60, top = 50, side = cell * static_cast<double>(tiles);
   const int width = static_cast<int>(left + side + 110), height = static_cast<int>(top + side + 60);
-  Surface surface(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height),
-                  cairo_surface_destroy);
-  Context context(cairo_create(surface.get()), cairo_destroy);
-  cairo_t* cr = context.get();
-  cairo_set_source_rgb(cr, 1, 1, 1);
-  cairo_paint(cr);
+  const Canvas canvas = white_canvas(width, height);
+  cairo_t* cr = canvas.context.get();
 
   // Colour: log10 heat over [max - 6, max].
   float max_heat = 0;
@@ -129,7 +140,7 @@ void write_tile_heat_png(const std::string& path, const DemoPicture& picture) {
     label << "1e" << static_cast<int>(std::round(hi - tick));
     text_at(cr, bar_x + 20, top + side * tick / 6.0 + 4, label.str(), 11);
   }
-  save_png(surface.get(), path);
+  save_png(canvas.surface.get(), path);
 }
 
 void write_rel_l2_plot(const std::string& path, const DemoResult& result) {
@@ -151,12 +162,8 @@ void write_rel_l2_plot(const std::string& path, const DemoResult& result) {
   auto px = [&](double x) { return left + (x - x_min) / (x_max - x_min) * plot_w; };
   auto py = [&](double y) { return top + plot_h - y / y_max * plot_h; };
 
-  Surface surface(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height),
-                  cairo_surface_destroy);
-  Context context(cairo_create(surface.get()), cairo_destroy);
-  cairo_t* cr = context.get();
-  cairo_set_source_rgb(cr, 1, 1, 1);
-  cairo_paint(cr);
+  const Canvas canvas = white_canvas(width, height);
+  cairo_t* cr = canvas.context.get();
   // Axes, grid and ticks.
   cairo_set_line_width(cr, 1);
   for (int tick = 0; tick <= 5; ++tick) {
@@ -219,7 +226,7 @@ void write_rel_l2_plot(const std::string& path, const DemoResult& result) {
     cairo_set_source_rgb(cr, 0, 0, 0);
     text_at(cr, left + plot_w + 52, ly + 4, name, 13);
   }
-  save_png(surface.get(), path);
+  save_png(canvas.surface.get(), path);
 }
 
 }  // namespace veda::method
