@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .model import Testbed, load_checkpoint
+from .model import Testbed, load_checkpoint, sampling_dtype
 from .sample import euler_sample
 from .tiled_attention import TILE, tiled_attention
 
@@ -174,8 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model, _ = load_checkpoint(args.checkpoint, device=device, dtype=dtype)
+    model, _ = load_checkpoint(args.checkpoint, device=device, dtype=sampling_dtype(device))
     config = model.config
     capture_steps = args.capture_steps or sorted({0, args.steps // 2, args.steps - 1})
     result = analyse(

@@ -183,6 +183,11 @@ def _write_json(path: Path, value: dict[str, Any]) -> Path:
     return path
 
 
+def sampling_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA (veda's GPU path takes bf16 / fp16), float32 on the CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def load_checkpoint(
     directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> tuple[Testbed, dict[str, Any]]:

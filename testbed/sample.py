@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .data import class_name
-from .model import Testbed, load_checkpoint
+from .model import Testbed, load_checkpoint, sampling_dtype
 
 
 def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
@@ -228,8 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model, info = load_checkpoint(args.checkpoint, device=device, dtype=dtype)
+    model, info = load_checkpoint(args.checkpoint, device=device, dtype=sampling_dtype(device))
     config = model.config
     frames = args.frames or config.frames
     height = args.height or config.height
