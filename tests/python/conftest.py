@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(
+        0, str(REPO_ROOT)
+    )  # the testbed package, run from the repository (not installed)
 GRID = (4, 8, 16)
 
 

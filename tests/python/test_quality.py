@@ -9,7 +9,6 @@ import importlib.util
 import math
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,6 @@ pytest.importorskip("diffusers")
 pytest.importorskip("safetensors")
 
 from conftest import veda_cli
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from testbed import masks, model, quality
 from testbed.capture import CaptureSet

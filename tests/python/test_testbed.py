@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,7 @@ pytest.importorskip("skimage")
 pytest.importorskip("diffusers")
 pytest.importorskip("safetensors")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from conftest import REPO_ROOT
 
 from testbed import attention_stats, data, model, sample, train
 
