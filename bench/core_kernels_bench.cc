@@ -9,11 +9,15 @@
 //   plan@S      the whole SparseAttentionPlan::run at sparsity S (gather, selection, sparse
 //               attention, scatter), with its speedup over `dense`
 // Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
+// Environment: VEDA_BENCH_SIZE=<substring> times only the sizes whose name contains it;
+// VEDA_BENCH_ORACLE=0 skips the oracle (seconds at 75,600 tokens), e.g. under a profiler.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <vector>
@@ -70,13 +74,21 @@ struct Size {
   std::int64_t heads;
 };
 
+bool env_is(const char* name, const char* value) {
+  const char* set = std::getenv(name);
+  return set != nullptr && std::strcmp(set, value) == 0;
+}
+
 }  // namespace
 
 int main() {
   constexpr std::int64_t kDim = 128;
+  const char* size_filter = std::getenv("VEDA_BENCH_SIZE");
+  const bool time_oracle = !env_is("VEDA_BENCH_ORACLE", "0");
   std::printf("%-26s %-11s %10s %12s\n", "size", "kernel", "ms", "rate");
   for (const Size& size : {Size{"wan1.3b-480p n32760 h12", {21, 30, 52}, 12},
                            Size{"wan14b-720p n75600 h40", {21, 45, 80}, 40}}) {
+    if (size_filter != nullptr && std::strstr(size.name, size_filter) == nullptr) continue;
     const std::int64_t tokens = size.grid.tokens(), heads = size.heads;
     const std::int64_t elements = tokens * heads * kDim, tiles = veda::tile_count(tokens);
     std::vector<std::uint16_t> host(static_cast<std::size_t>(elements));
@@ -97,10 +109,12 @@ int main() {
     auto* heat = device_alloc<float>(static_cast<std::size_t>(heads * tiles * tiles) * 4);
     auto* mass = device_alloc<float>(static_cast<std::size_t>(heads * tiles * tiles) * 4);
     const veda::OracleParams oracle{view(q), view(k), scale, lse, heat, mass};
-    const double oracle_ms = median_ms([&] { veda::oracle_cuda(oracle, nullptr); });
     const double oracle_flop = 8.0 * static_cast<double>(tokens * tokens * kDim * heads);
-    std::printf("%-26s %-11s %10.2f %8.1f TF/s\n", size.name, "oracle", oracle_ms,
-                oracle_flop / (oracle_ms * 1e-3) / 1e12);
+    if (time_oracle) {
+      const double oracle_ms = median_ms([&] { veda::oracle_cuda(oracle, nullptr); });
+      std::printf("%-26s %-11s %10.2f %8.1f TF/s\n", size.name, "oracle", oracle_ms,
+                  oracle_flop / (oracle_ms * 1e-3) / 1e12);
+    }
 
     // Two shape groups, as a profile limited to 2 shapes per layer would have.
     std::vector<std::int32_t> order = veda::tile_major_order(size.grid, {1, 8, 16});

@@ -1,4 +1,5 @@
 #include <cfloat>
+#include <cstdint>
 
 #include "element_type.cuh"
 #include "veda/cuda/tile_front_end.h"
@@ -11,8 +12,19 @@ namespace {
 
 using cuda_detail::to_float;
 
+constexpr int kGatherThreads = 256;
+constexpr int kRowsInFlight = 8;  // loads a thread issues before using any: 8 x 16 B per thread
+constexpr std::int64_t kMaxGatherDim = 4096;  // the [groups, 3, D] partials fit in 48 KB
+
+// kVector elements moved by one load or store (16 bytes where the layout is aligned to it).
+template <typename Element, int kVector>
+struct alignas(sizeof(Element) * kVector) Pack {
+  Element element[kVector];
+};
+
 struct GatherArgs {
   const void* x;
+  // In units of packs: the host checked that every stride and D divide by the vector width.
   std::int64_t tokens, dim, stride_batch, stride_token, stride_head;
   const std::int32_t* order;
   const std::int32_t* head_group;
@@ -20,41 +32,114 @@ struct GatherArgs {
   float* stats;
 };
 
-// Block (tile, head, batch); thread d owns channel d (and d + blockDim.x, ...).
-template <typename Element>
-__global__ void tile_gather_kernel(GatherArgs args) {
+// Block (head, tile, batch): the heads of a tile are neighbours in launch order, so blocks that
+// run together read whole token rows of x (all heads), not one head's 256 bytes of many token
+// rows. The D / kVector packs of a row are read by `columns` adjacent
+// threads (one coalesced access per row), and the block's `groups` row groups take rows
+// g, g + groups, ... with kRowsInFlight loads in flight each; every thread keeps the running
+// sum, max and min of its kVector channels, and the groups' partials are combined in shared
+// memory. Memory-bound: N*H*D elements in, as many out (tile-major), plus 3*D floats per tile.
+template <typename Element, int kVector>
+__global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherArgs args) {
+  using Row = Pack<Element, kVector>;
+  extern __shared__ float partial[];  // [groups, 3, D]
   __shared__ std::int32_t source[kTileTokens];
-  const std::int64_t tile = blockIdx.x, head = blockIdx.y, batch = blockIdx.z;
-  const std::int64_t heads = gridDim.y, tiles = gridDim.x, dim = args.dim;
+  const std::int64_t head = blockIdx.x, tile = blockIdx.y, batch = blockIdx.z;
+  const std::int64_t heads = gridDim.x, tiles = gridDim.y;
+  const int packs = static_cast<int>(args.dim / kVector);
+  const int columns = min(packs, static_cast<int>(blockDim.x));
+  const int groups = static_cast<int>(blockDim.x) / columns;  // the host sized blockDim so
+  const int group = threadIdx.x / columns, column = threadIdx.x % columns;  // all are used
   const std::int64_t begin = tile * kTileTokens;
   const int rows = static_cast<int>(min(std::int64_t{kTileTokens}, args.tokens - begin));
-  const std::int64_t group = args.head_group ? args.head_group[head] : 0;
+  const std::int64_t shape_group = args.head_group ? args.head_group[head] : 0;
   for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-    source[r] = args.order[group * args.tokens + begin + r];
+    source[r] = args.order[shape_group * args.tokens + begin + r];
   }
   __syncthreads();
-  const Element* x =
-      static_cast<const Element*>(args.x) + batch * args.stride_batch + head * args.stride_head;
-  Element* tiled = args.x_tiled ? static_cast<Element*>(args.x_tiled) +
-                                      ((batch * heads + head) * args.tokens + begin) * dim
-                                : nullptr;
-  for (std::int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-    float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
-    for (int r = 0; r < rows; ++r) {
-      const Element element = x[source[r] * args.stride_token + d];
-      if (tiled) tiled[r * dim + d] = element;
-      const float value = to_float(element);
-      sum += value;
-      max = fmaxf(max, value);
-      min = fminf(min, value);
+  const Row* x =
+      static_cast<const Row*>(args.x) + batch * args.stride_batch + head * args.stride_head;
+  Row* tiled = args.x_tiled ? static_cast<Row*>(args.x_tiled) +
+                                  ((batch * heads + head) * args.tokens + begin) * packs
+                            : nullptr;
+  const std::int64_t dim = args.dim;
+  for (int c = column; c < packs; c += columns) {  // loops only when D / kVector > 256
+    float sum[kVector], max[kVector], min[kVector];
+#pragma unroll
+    for (int v = 0; v < kVector; ++v) sum[v] = 0.0f, max[v] = -FLT_MAX, min[v] = FLT_MAX;
+    for (int first = group; first < rows; first += groups * kRowsInFlight) {
+      Row loaded[kRowsInFlight];
+#pragma unroll
+      for (int i = 0; i < kRowsInFlight; ++i) {
+        const int r = first + i * groups;
+        if (r < rows) loaded[i] = x[source[r] * args.stride_token + c];
+      }
+#pragma unroll
+      for (int i = 0; i < kRowsInFlight; ++i) {
+        const int r = first + i * groups;
+        if (r >= rows) break;
+        if (tiled) tiled[static_cast<std::int64_t>(r) * packs + c] = loaded[i];
+#pragma unroll
+        for (int v = 0; v < kVector; ++v) {
+          const float value = to_float(loaded[i].element[v]);
+          sum[v] += value;
+          max[v] = fmaxf(max[v], value);
+          min[v] = fminf(min[v], value);
+        }
+      }
     }
     if (args.stats) {
-      float* out = args.stats + ((batch * heads + head) * tiles + tile) * 3 * dim;
-      out[kTileMean * dim + d] = sum * (1.0f / static_cast<float>(rows));  // as the CPU does
-      out[kTileMax * dim + d] = max;
-      out[kTileMin * dim + d] = min;
+      float* mine = partial + group * 3 * dim + c * kVector;
+#pragma unroll
+      for (int v = 0; v < kVector; ++v) {
+        mine[kTileMean * dim + v] = sum[v];
+        mine[kTileMax * dim + v] = max[v];
+        mine[kTileMin * dim + v] = min[v];
+      }
     }
   }
+  if (!args.stats) return;
+  __syncthreads();
+  float* out = args.stats + ((batch * heads + head) * tiles + tile) * 3 * dim;
+  for (std::int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+    float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
+    for (int g = 0; g < groups; ++g) {
+      const float* theirs = partial + g * 3 * dim + d;
+      sum += theirs[kTileMean * dim];
+      max = fmaxf(max, theirs[kTileMax * dim]);
+      min = fminf(min, theirs[kTileMin * dim]);
+    }
+    out[kTileMean * dim + d] = sum * (1.0f / static_cast<float>(rows));
+    out[kTileMax * dim + d] = max;
+    out[kTileMin * dim + d] = min;
+  }
+}
+
+bool aligned(const void* pointer, std::size_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
+}
+
+template <typename Element, int kVector>
+void launch(const TileGatherParams& params, cudaStream_t stream) {
+  const TokensView& x = params.x;
+  const GatherArgs args{x.data,
+                        x.tokens,
+                        x.dim,
+                        x.stride_batch / kVector,
+                        x.stride_token / kVector,
+                        x.stride_head / kVector,
+                        params.order,
+                        params.head_group,
+                        params.x_tiled,
+                        params.stats};
+  const auto packs = static_cast<int>(x.dim / kVector);
+  const int columns = packs < kGatherThreads ? packs : kGatherThreads;
+  const int groups = kGatherThreads / columns;
+  const auto partial_bytes = static_cast<std::size_t>(params.stats ? groups * 3 * x.dim * 4 : 0);
+  const dim3 grid(static_cast<unsigned>(x.heads), static_cast<unsigned>(tile_count(x.tokens)),
+                  static_cast<unsigned>(x.batch));
+  tile_gather_kernel<Element, kVector>
+      <<<grid, static_cast<unsigned>(groups * columns), partial_bytes, stream>>>(args);
 }
 
 }  // namespace
@@ -62,17 +147,24 @@ __global__ void tile_gather_kernel(GatherArgs args) {
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
   params.validate();
   const TokensView& x = params.x;
-  VEDA_CHECK(tile_count(x.tokens) <= 2147483647 && x.heads <= 65535 && x.batch <= 65535,
-             "tile gather grid of ", tile_count(x.tokens), " tiles x ", x.heads, " heads x ",
-             x.batch, " batches exceeds the launch limits");
-  const GatherArgs args{x.data,         x.tokens,      x.dim,        x.stride_batch,
-                        x.stride_token, x.stride_head, params.order, params.head_group,
-                        params.x_tiled, params.stats};
-  const dim3 grid(static_cast<unsigned>(tile_count(x.tokens)), static_cast<unsigned>(x.heads),
-                  static_cast<unsigned>(x.batch));
-  const unsigned threads = static_cast<unsigned>(x.dim < 256 ? (x.dim + 31) / 32 * 32 : 256);
+  VEDA_CHECK(x.heads <= 2147483647 && tile_count(x.tokens) <= 65535 && x.batch <= 65535,
+             "tile gather grid of ", x.heads, " heads x ", tile_count(x.tokens), " tiles x ",
+             x.batch, " batches exceeds the launch limits (2^31-1 x 65535 x 65535)");
+  VEDA_CHECK(x.dim <= kMaxGatherDim, "tile gather of head dim ", x.dim, "; the GPU path supports ",
+             "at most ", kMaxGatherDim);
   cuda_detail::dispatch_floating(x.dtype, [&](auto element) {
-    tile_gather_kernel<decltype(element)><<<grid, threads, 0, stream>>>(args);
+    using Element = decltype(element);
+    // 16-byte loads and stores where every row of x and of the tile-major copy starts on a
+    // 16-byte boundary; element-wise otherwise (strided views, odd head dims).
+    constexpr int kVector = 16 / sizeof(Element);
+    const bool vectorizable = x.dim % kVector == 0 && x.stride_token % kVector == 0 &&
+                              x.stride_head % kVector == 0 && x.stride_batch % kVector == 0 &&
+                              aligned(x.data, 16) && aligned(params.x_tiled, 16);
+    if (vectorizable) {
+      launch<Element, kVector>(params, stream);
+    } else {
+      launch<Element, 1>(params, stream);
+    }
   });
   const cudaError_t status = cudaGetLastError();
   VEDA_CHECK(status == cudaSuccess, "tile gather launch failed: ", cudaGetErrorString(status));

@@ -5,9 +5,11 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <string>
 
 #include "cuda_test_util.h"
 #include "veda/cuda/tile_front_end.h"
+#include "veda/error.h"
 #include "veda/tile_layout.h"
 
 namespace veda {
@@ -68,9 +70,13 @@ TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, TileGatherCuda,
+                         // D = 36 and 300 take the element-wise path (rows not 16-byte
+                         // multiples); 300 also spreads a row over more than one pass.
                          ::testing::Values(GatherCase{1, {1, 1, 1}, 1, 64},
                                            GatherCase{2, {3, 10, 21}, 3, 128},
-                                           GatherCase{1, {21, 45, 16}, 4, 64}),
+                                           GatherCase{1, {21, 45, 16}, 4, 64},
+                                           GatherCase{1, {2, 5, 7}, 2, 36},
+                                           GatherCase{2, {1, 3, 50}, 1, 300}),
                          [](const auto& test) {
                            const GatherCase& c = test.param;
                            return "b" + std::to_string(c.batch) + "_grid" + c.grid.str() + "_h" +
@@ -80,6 +86,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, TileGatherCuda,
 struct SelectionCase {
   std::int64_t batch, heads, q_tiles, k_tiles, dim, budget;
   bool projected, keep_own_tile;
+  // Small integer statistics: exact logits with many equal scores, so the order of ties is
+  // checked (the lower tile index first) and not only the order of distinct scores.
+  bool tied = false;
 };
 
 class TileSelectionCuda : public ::testing::TestWithParam<SelectionCase> {};
@@ -88,10 +97,14 @@ TEST_P(TileSelectionCuda, MatchesCpuReferenceExactly) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   const SelectionCase c = GetParam();
   const std::int64_t dim = c.dim, global_heads = c.heads + 2;
-  const auto q_stats =
+  auto q_stats =
       normal_values(static_cast<std::size_t>(c.batch * c.heads * c.q_tiles * 3 * dim), 5);
-  const auto k_stats =
+  auto k_stats =
       normal_values(static_cast<std::size_t>(c.batch * c.heads * c.k_tiles * 3 * dim), 6);
+  if (c.tied) {
+    for (float& value : q_stats) value = std::round(2.0f * value);
+    for (float& value : k_stats) value = std::round(2.0f * value);
+  }
   const auto q_projection =
       normal_values(static_cast<std::size_t>(global_heads * 3 * dim * dim), 7, 0.05f);
   const auto k_projection = normal_values(q_projection.size(), 8, 0.05f);
@@ -134,7 +147,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, TileSelectionCuda,
                                            SelectionCase{2, 3, 96, 96, 128, 10, true, true},
                                            SelectionCase{1, 2, 591, 591, 128, 30, true, true},
                                            SelectionCase{1, 2, 50, 70, 64, 70, false, false},
-                                           SelectionCase{1, 1, 80, 20, 64, 5, true, true}),
+                                           SelectionCase{1, 1, 80, 20, 64, 5, true, true},
+                                           // Tk = 4000: keys of 16 rows exceed shared memory,
+                                           // so blocks of 4 query tiles.
+                                           SelectionCase{1, 1, 21, 4000, 64, 200, true, true},
+                                           SelectionCase{2, 2, 40, 40, 64, 7, false, true, true},
+                                           SelectionCase{1, 1, 33, 65, 64, 65, false, false, true}),
                          [](const auto& test) {
                            const SelectionCase& c = test.param;
                            return "b" + std::to_string(c.batch) + "_h" + std::to_string(c.heads) +
@@ -142,8 +160,25 @@ INSTANTIATE_TEST_SUITE_P(Shapes, TileSelectionCuda,
                                   std::to_string(c.k_tiles) + "_d" + std::to_string(c.dim) + "_k" +
                                   std::to_string(c.budget) +
                                   (c.projected ? "_projected" : "_meanpool") +
-                                  (c.keep_own_tile ? "_own" : "");
+                                  (c.keep_own_tile ? "_own" : "") + (c.tied ? "_tied" : "");
                          });
+
+TEST(TileSelectionCudaErrors, NamesTheKeyTileLimit) {
+  // Checked before anything is launched: dummy pointers are never read.
+  std::int32_t dummy = 0;
+  float stats = 0.0f;
+  TileSelectionParams params;
+  params.q_stats = params.k_stats = &stats;
+  params.batch = params.heads = 1, params.q_tiles = 1, params.k_tiles = 8193, params.dim = 64;
+  params.budget = 10, params.scale = 0.125f, params.counts = params.indices = &dummy;
+  params.workspace = &dummy;
+  try {
+    tile_selection_cuda(params, nullptr);
+    FAIL() << "expected veda::Error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("8193 key tiles"), std::string::npos) << error.what();
+  }
+}
 
 }  // namespace
 }  // namespace veda

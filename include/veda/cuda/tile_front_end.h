@@ -13,17 +13,19 @@
 
 namespace veda {
 
-// One block per (tile, head, batch) reads the tile's <= 128 rows once (thread d reads channel d,
-// so each row is one coalesced access), writes them tile-major and reduces mean, max, min:
-// N*H*D elements in, as many out.
+// One block per (tile, head, batch) reads the tile's <= 128 rows once, 16 bytes per thread and
+// 8 rows in flight per thread where rows are 16-byte aligned (element-wise otherwise), writes
+// them tile-major and reduces mean, max, min: N*H*D elements in, as many out.
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream);
 
 // Scratch for the projected descriptors, 4 * B * H * (Tq + Tk) * D bytes.
 std::size_t tile_selection_workspace_bytes(const TileSelectionParams& params);
 
-// Two kernels: the projections (B*H*(Tq+Tk) x 3D x D multiply-adds), then per query tile the
-// Tk logits and a warp's top-k by repeated arg-max (Tk <= 32768, i.e. N <= ~4M tokens).
-// Ties rank the lower tile index first, as the CPU reference does; NaN logits rank last.
+// Two kernels: the projections (B*H*(Tq+Tk) x 3D x D multiply-adds, a register-tiled SGEMM),
+// then per block of 16 query tiles their Tk logits (an SGEMM into shared memory, never to global
+// memory) and each row's top-k by a warp's radix select on the logits' bits, written in
+// ascending order (Tk <= 8192, i.e. N <= ~1M tokens). Ties rank the lower tile index first, as
+// the CPU reference does; NaN logits rank last.
 void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream);
 
 }  // namespace veda

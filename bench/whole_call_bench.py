@@ -1,0 +1,103 @@
+"""Veda's whole sparse attention call against cuDNN dense attention, measured in the same run.
+
+Times, per size and batch (bf16, D = 128, q, k, v [B, N, H, D] as diffusers passes them):
+  cudnn       torch SDPA with the cuDNN backend (dense), on [B, H, N, D] views of the same tensors
+  veda dense  torch.ops.veda.attention (our kernel, every tile)
+  veda S%     torch.ops.veda.sparse_attention with method "veda" (the distilled estimator, random
+              parameters) and two tile shapes on alternate heads (1x8x16, 8x4x4): the whole call,
+              gather + statistics + selection + block-sparse attention, plan cached after the
+              first call, as a model's layer runs it
+Milliseconds are medians of CUDA-event timings after a warm-up. Needs a CUDA build of veda
+(bench/device_python_env.sh). Writes JSON and prints a table last.
+
+  python3 bench/whole_call_bench.py --out whole_call.json [--sizes 75600] [--batches 1 2]
+"""
+
+import argparse
+import json
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import veda.ops  # noqa: F401  (registers torch.ops.veda)
+
+# N -> (heads, latent grid T x H x W), as in bench/attention_bench.py.
+SIZES = {32760: (12, (21, 30, 52)), 75600: (40, (21, 45, 80)), 147600: (40, (41, 45, 80))}
+SHAPES = ((1, 8, 16), (8, 4, 4))
+
+
+def median_ms(call, repeats):
+    call()  # warm-up (and the plan's construction)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def cudnn_dense(q, k, v):
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        return F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32760, 75600])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="whole_call.json")
+    args = parser.parse_args()
+    for n in args.sizes:
+        if n not in SIZES:
+            parser.error(f"size {n} is not one of {sorted(SIZES)}")
+
+    torch.manual_seed(0)
+    rows = []
+    for n in args.sizes:
+        heads, grid = SIZES[n]
+        tiles = [x for h in range(heads) for x in SHAPES[h % 2]]
+        projections = [0.01 * torch.randn(heads, 3 * 128, 128, device="cuda") for _ in range(2)]
+        for batch in args.batches:
+            q, k, v = (
+                torch.randn(batch, n, heads, 128, device="cuda", dtype=torch.bfloat16)
+                for _ in range(3)
+            )
+            times = {"cudnn": median_ms(lambda: cudnn_dense(q, k, v), args.repeats)}
+            times["veda dense"] = median_ms(
+                lambda: torch.ops.veda.attention(q, k, v, None), args.repeats
+            )
+            for sparsity in args.sparsities:
+                times[f"veda {sparsity:.0%}"] = median_ms(
+                    lambda s=sparsity: torch.ops.veda.sparse_attention(
+                        q, k, v, list(grid), tiles, "veda", s, None, None, *projections
+                    ),
+                    args.repeats,
+                )
+            for name, ms in times.items():
+                rows.append(
+                    {"n": n, "heads": heads, "batch": batch, "variant": name, "ms": ms,
+                     "speedup_vs_cudnn": times["cudnn"] / ms}
+                )
+            del q, k, v
+            torch.cuda.empty_cache()
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                   "cudnn": torch.backends.cudnn.version(), "rows": rows}, f, indent=1)
+    print(f"{'N':>7} {'H':>3} {'B':>2} {'variant':<11} {'ms':>9} {'vs cuDNN':>9}")
+    for r in rows:
+        print(f"{r['n']:>7} {r['heads']:>3} {r['batch']:>2} {r['variant']:<11} {r['ms']:>9.2f} "
+              f"{r['speedup_vs_cudnn']:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
