@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <utility>
 
 #include "veda/attention.h"
 #include "veda/block_index.h"
 #include "veda/cuda/attention.h"
+#include "veda/cuda/attention_merge.h"
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
 #include "veda/selection.h"
@@ -48,7 +51,30 @@ struct Workspace {
   float *q_stats, *k_stats;
   void* selection;
   std::int32_t *counts, *indices;
+  // Text tokens only (else nullptr): the video rows' partials. out_vt [B, N, H, D] float32
+  // overlays q_tiled and k_tiled (free once the sparse attention has run); lse [B, N, H].
+  float *out_vt, *lse_vv, *lse_vt;
 };
+
+// "grid 3x10x21" or "grid 3x10x21: 630 video tokens and 77 text tokens before them".
+std::string rows_description(const SparseLayerSettings& s) {
+  std::string text = "grid " + s.grid.str();
+  if (s.text_tokens > 0) {
+    text += ": " + std::to_string(s.grid.tokens()) + " video tokens and " +
+            std::to_string(s.text_tokens) + " text tokens " +
+            (s.text_position == TextPosition::kBefore ? "before" : "after") + " them";
+  }
+  return text;
+}
+
+// Rows [first, first + count) of a [B, L, H, D] view: the same strides, the data pointer moved.
+TokensView token_rows(const TokensView& x, std::int64_t first, std::int64_t count) {
+  TokensView rows = x;
+  rows.data = static_cast<const std::byte*>(x.data) +
+              first * x.stride_token * static_cast<std::int64_t>(dtype_size(x.dtype));
+  rows.tokens = count;
+  return rows;
+}
 
 }  // namespace
 
@@ -66,6 +92,11 @@ SparseAttentionPlan::SparseAttentionPlan(SparseLayerSettings settings)
   VEDA_CHECK(s.global_head.empty() || static_cast<std::int64_t>(s.global_head.size()) == s.heads,
              "sparse attention plan got ", s.global_head.size(), " global head indices for ",
              s.heads, " local heads");
+  VEDA_CHECK(s.text_tokens >= 0, "sparse attention plan got text_tokens = ", s.text_tokens,
+             "; expected 0 (video only) or more");
+  VEDA_CHECK(s.text_position == TextPosition::kAfter || s.text_position == TextPosition::kBefore,
+             "sparse attention plan got text position ", static_cast<int>(s.text_position),
+             "; expected TextPosition::kAfter (0) or TextPosition::kBefore (1)");
   tokens_ = s.grid.tokens();
   tiles_ = tile_count(tokens_);
   budget_ = budget_for_sparsity(s.sparsity, tiles_);
@@ -104,7 +135,8 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
   const auto elements = static_cast<std::size_t>(s.batch * s.heads * tokens * s.dim);
   const auto stats = static_cast<std::size_t>(s.batch * s.heads * tiles * 3 * s.dim);
   const auto rows = static_cast<std::size_t>(s.batch * s.heads * tiles);
-  Workspace w;
+  Workspace w{};
+  // q_tiled and k_tiled are adjacent: together at least elements * 4 bytes, room for out_vt.
   w.q_tiled = carver.take(elements * 2);
   w.k_tiled = carver.take(elements * 2);
   w.v_tiled = carver.take(elements * 2);
@@ -113,6 +145,12 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
   w.selection = carver.take(selection_bytes);
   w.counts = carver.take<std::int32_t>(rows * 4);
   w.indices = carver.take<std::int32_t>(rows * static_cast<std::size_t>(budget) * 4);
+  if (s.text_tokens > 0) {
+    const auto video_rows = static_cast<std::size_t>(s.batch * tokens * s.heads);
+    w.out_vt = static_cast<float*>(w.q_tiled);
+    w.lse_vv = carver.take<float>(video_rows * 4);
+    w.lse_vt = carver.take<float>(video_rows * 4);
+  }
   return w;
 }
 
@@ -131,13 +169,15 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
                               void* out, float* lse, void* workspace, std::size_t workspace_size,
                               cudaStream_t stream) const {
   const SparseLayerSettings& s = settings_;
+  const std::int64_t text = s.text_tokens, length = tokens_ + text;
   validate_qkv(q, k, v);
-  for (const TokensView* x : {&q, &k, &v}) {
-    VEDA_CHECK(x->batch == s.batch && x->tokens == tokens_ && x->heads == s.heads &&
+  for (const auto& [x, name] : {std::pair{&q, "q"}, std::pair{&k, "k"}, std::pair{&v, "v"}}) {
+    VEDA_CHECK(x->batch == s.batch && x->tokens == length && x->heads == s.heads &&
                    x->dim == s.dim && x->dtype == s.dtype,
-               "sparse attention run got [", x->batch, ", ", x->tokens, ", ", x->heads, ", ",
-               x->dim, "] ", dtype_name(x->dtype), "; the plan is for [", s.batch, ", ", tokens_,
-               ", ", s.heads, ", ", s.dim, "] ", dtype_name(s.dtype), " (grid ", s.grid.str(), ")");
+               "sparse attention run got ", name, " [", x->batch, ", ", x->tokens, ", ", x->heads,
+               ", ", x->dim, "] ", dtype_name(x->dtype), "; the plan is for [", s.batch, ", ",
+               length, ", ", s.heads, ", ", s.dim, "] ", dtype_name(s.dtype), " (",
+               rows_description(s), ")");
   }
   VEDA_CHECK(out != nullptr, "sparse attention run has no output");
   VEDA_CHECK(workspace != nullptr && workspace_size >= workspace_bytes(),
@@ -151,9 +191,37 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
   const Workspace w =
       carve(carver, s, tokens_, tiles_, budget_, tile_selection_workspace_bytes(selection));
 
-  tile_gather_cuda({q, order_, groups_, head_group_, w.q_tiled, w.q_stats}, stream);
-  tile_gather_cuda({k, order_, groups_, head_group_, w.k_tiled, w.k_stats}, stream);
-  tile_gather_cuda({v, order_, groups_, head_group_, w.v_tiled, nullptr}, stream);
+  // First rows of the video and the text tokens among the L rows of q, k, v, out and lse.
+  const bool text_first = s.text_position == TextPosition::kBefore;
+  const std::int64_t video0 = text_first ? text : 0, text0 = text_first ? 0 : tokens_;
+  const TokensView q_video = token_rows(q, video0, tokens_);
+  const TokensView k_video = token_rows(k, video0, tokens_);
+  const TokensView v_video = token_rows(v, video0, tokens_);
+  // out [B, L, H, D] and lse [B, L, H], contiguous: row r of batch b at (b*L + r)*H.
+  const std::int64_t row_elements = s.heads * s.dim;
+  const auto out_rows = [&](std::int64_t first) {
+    return static_cast<std::byte*>(out) +
+           first * row_elements * static_cast<std::int64_t>(dtype_size(s.dtype));
+  };
+  const auto lse_rows = [&](std::int64_t first) {
+    return lse == nullptr ? nullptr : lse + first * s.heads;
+  };
+  const auto set_out = [&](AttentionParams& a, std::int64_t first) {
+    a.out = out_rows(first), a.out_dtype = s.dtype;
+    a.out_stride_batch = length * row_elements;
+    a.out_stride_token = row_elements;
+    a.out_stride_head = s.dim;
+  };
+  const auto set_lse = [&](AttentionParams& a, float* first, std::int64_t rows_per_batch) {
+    a.lse = first;
+    a.lse_stride_batch = rows_per_batch * s.heads;
+    a.lse_stride_token = s.heads;
+    a.lse_stride_head = 1;
+  };
+
+  tile_gather_cuda({q_video, order_, groups_, head_group_, w.q_tiled, w.q_stats}, stream);
+  tile_gather_cuda({k_video, order_, groups_, head_group_, w.k_tiled, w.k_stats}, stream);
+  tile_gather_cuda({v_video, order_, groups_, head_group_, w.v_tiled, nullptr}, stream);
 
   selection.q_stats = w.q_stats, selection.k_stats = w.k_stats;
   selection.q_projection = s.q_projection, selection.k_projection = s.k_projection;
@@ -172,22 +240,55 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
         s.dim, tokens_ * s.dim};
   };
   const BlockIndexView index{w.counts, w.indices, s.batch, s.heads, tiles_, tiles_, budget_};
-  AttentionParams attention;
-  attention.q = tiled(w.q_tiled), attention.k = tiled(w.k_tiled), attention.v = tiled(w.v_tiled);
-  attention.index = &index;
-  attention.scale = selection.scale;
-  // Results go straight to their frame-major rows of out [B, N, H, D] and lse [B, N, H].
-  attention.out = out, attention.out_dtype = s.dtype;
-  attention.out_stride_batch = tokens_ * s.heads * s.dim;
-  attention.out_stride_token = s.heads * s.dim;
-  attention.out_stride_head = s.dim;
-  attention.lse = lse;
-  attention.lse_stride_batch = tokens_ * s.heads;
-  attention.lse_stride_token = s.heads;
-  attention.lse_stride_head = 1;
-  attention.out_order = order_;
-  attention.out_head_group = head_group_;
-  attention_cuda(attention, stream);
+  AttentionParams sparse;
+  sparse.q = tiled(w.q_tiled), sparse.k = tiled(w.k_tiled), sparse.v = tiled(w.v_tiled);
+  sparse.index = &index;
+  sparse.scale = selection.scale;
+  // O_vv goes straight to its frame-major rows of out; lse to the caller's rows when there is no
+  // text to merge, else to the workspace.
+  set_out(sparse, video0);
+  if (text == 0) {
+    set_lse(sparse, lse, length);
+  } else {
+    set_lse(sparse, w.lse_vv, tokens_);
+  }
+  sparse.out_order = order_;
+  sparse.out_head_group = head_group_;
+  attention_cuda(sparse, stream);
+  if (text == 0) return;
+
+  const TokensView k_text = token_rows(k, text0, text), v_text = token_rows(v, text0, text);
+  // Video rows over the text keys: float32 O_vt over the (now dead) tile-major q and k copies.
+  AttentionParams video_text;
+  video_text.q = q_video, video_text.k = k_text, video_text.v = v_text;
+  video_text.scale = selection.scale;
+  video_text.out = w.out_vt, video_text.out_dtype = DType::kF32;
+  video_text.out_stride_batch = tokens_ * row_elements;
+  video_text.out_stride_token = row_elements;
+  video_text.out_stride_head = s.dim;
+  set_lse(video_text, w.lse_vt, tokens_);
+  attention_cuda(video_text, stream);
+
+  AttentionMergeParams merge;
+  merge.batch = s.batch, merge.tokens = tokens_, merge.heads = s.heads, merge.dim = s.dim;
+  merge.out = out_rows(video0), merge.out_dtype = s.dtype;
+  merge.out_stride_batch = length * row_elements;
+  merge.out_stride_token = row_elements;
+  merge.out_stride_head = s.dim;
+  merge.lse_a = w.lse_vv, merge.out_b = w.out_vt, merge.lse_b = w.lse_vt;
+  merge.lse = lse_rows(video0);
+  merge.lse_stride_batch = length * s.heads;
+  merge.lse_stride_token = s.heads;
+  merge.lse_stride_head = 1;
+  attention_merge_cuda(merge, stream);
+
+  // Text rows over all L keys, straight into out and lse.
+  AttentionParams text_all;
+  text_all.q = token_rows(q, text0, text), text_all.k = k, text_all.v = v;
+  text_all.scale = selection.scale;
+  set_out(text_all, text0);
+  set_lse(text_all, lse_rows(text0), length);
+  attention_cuda(text_all, stream);
 }
 
 }  // namespace veda

@@ -1,13 +1,19 @@
 // The whole GPU sparse attention call (plan/run) against the CPU references composed the same
-// way: gather, selection, block-sparse attention into frame-major rows.
+// way: gather, selection, block-sparse attention into frame-major rows; with text tokens, the
+// video part merged with float64 dense attention over the text keys, and dense text rows.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <ostream>
 #include <random>
+#include <string>
 
+#include "../reference.h"
 #include "cuda_test_util.h"
 #include "veda/attention.h"
+#include "veda/cuda/attention_merge.h"
 #include "veda/cuda/sparse_attention_plan.h"
 #include "veda/error.h"
 #include "veda/metrics.h"
@@ -113,6 +119,8 @@ struct PlanCase {
   bool projected;
 };
 
+void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }  // not its bytes
+
 class SparseAttentionPlanCuda : public ::testing::TestWithParam<PlanCase> {};
 
 TEST_P(SparseAttentionPlanCuda, MatchesTheCpuComposition) {
@@ -162,7 +170,7 @@ TEST_P(SparseAttentionPlanCuda, MatchesTheCpuComposition) {
     got[n] = bf16_to_float(out_bits[n]);
     ASSERT_FALSE(std::isnan(got[n])) << "element " << n << " not written";
   }
-  // bf16 output rounding alone is <= 2^-9 relative per element; the kernel also rounds P to bf16.
+  // bf16 output rounding alone is <= 2^-8 relative per element; the kernel also rounds P to bf16.
   EXPECT_LT(relative_l2(got, reference.out), 8e-3);
   const auto got_lse = lse.download<float>();
   for (std::size_t n = 0; n < got_lse.size(); ++n) {
@@ -200,6 +208,503 @@ TEST(SparseAttentionPlanCuda, RejectsMismatchedCallsWithClearMessages) {
   }
   EXPECT_THROW(SparseAttentionPlan(layer({2, 8, 16}, 1, 3, 64, {{1, 8, 16}, {2, 8, 8}}, 0.5)),
                Error);
+}
+
+// Runs f, expecting a veda::Error whose message contains `expected`.
+template <typename F>
+void expect_error(F&& f, const std::string& expected) {
+  try {
+    f();
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find(expected), std::string::npos) << error.what();
+    return;
+  }
+  ADD_FAILURE() << "expected an error containing: " << expected;
+}
+
+// ---- Text tokens: video rows sparse + dense over the text keys (merged), text rows dense ----
+
+// bf16 output rounding alone is <= 2^-8 relative per element; the kernels also round P to bf16,
+// and the video rows' sparse part is rounded once more before the merge.
+constexpr double kOutTolerance = 8e-3;
+
+struct TextCase {
+  const char* name;
+  std::int64_t batch;
+  Grid grid;
+  std::int64_t heads, dim;
+  std::vector<TileShape> tiles;
+  double sparsity;
+  std::int64_t text_tokens;
+  TextPosition position;
+  bool projected;
+};
+
+struct TextReference {
+  std::vector<float> out;       // [B, L, H, D]
+  std::vector<float> lse;       // [B, L, H]
+  std::vector<float> unmerged;  // out with the video rows' sparse part alone (no text keys)
+};
+
+// Where the video and the text rows start among the L rows.
+struct RowSplit {
+  std::int64_t video, text, length, video0, text0;
+  explicit RowSplit(const SparseLayerSettings& s)
+      : video(s.grid.tokens()),
+        text(s.text_tokens),
+        length(video + text),
+        video0(s.text_position == TextPosition::kBefore ? text : 0),
+        text0(s.text_position == TextPosition::kBefore ? 0 : video) {}
+};
+
+// Rows [first, first + count) of every batch of a contiguous [B, L, ...] tensor whose rows hold
+// row_size values, as a contiguous [B, count, ...] copy.
+template <typename T>
+std::vector<T> copy_rows(const std::vector<T>& x, std::int64_t batch, std::int64_t length,
+                         std::int64_t row_size, std::int64_t first, std::int64_t count) {
+  std::vector<T> rows;
+  rows.reserve(static_cast<std::size_t>(batch * count * row_size));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const auto begin = x.begin() + (b * length + first) * row_size;
+    rows.insert(rows.end(), begin, begin + count * row_size);
+  }
+  return rows;
+}
+
+// The CPU composition of a run with text tokens, on the same bf16 inputs [B, L, H, D]: the video
+// rows' sparse part by reference_run on copies of the video rows, merged in float64 with dense
+// float64 attention over the text keys; the text rows dense over all L keys.
+TextReference reference_text_run(const SparseLayerSettings& s,
+                                 const std::vector<float>& projection_q,
+                                 const std::vector<float>& projection_k,
+                                 const std::vector<std::uint16_t> (&inputs)[3]) {
+  const RowSplit rows(s);
+  const std::int64_t heads = s.heads, dim = s.dim, row_size = heads * dim;
+  SparseLayerSettings video_only = s;
+  video_only.text_tokens = 0;
+  std::vector<std::uint16_t> video_inputs[3];
+  for (int i = 0; i < 3; ++i) {
+    video_inputs[i] = copy_rows(inputs[i], s.batch, rows.length, row_size, rows.video0, rows.video);
+  }
+  const auto video_view = [&](const std::vector<std::uint16_t>& x) {
+    return TokensView::contiguous(x.data(), DType::kBF16, s.batch, rows.video, heads, dim);
+  };
+  const Reference sparse =
+      reference_run(video_only, projection_q, projection_k, video_view(video_inputs[0]),
+                    video_view(video_inputs[1]), video_view(video_inputs[2]));
+
+  const auto full = [&](int i) {
+    return TokensView::contiguous(inputs[i].data(), DType::kBF16, s.batch, rows.length, heads, dim);
+  };
+  // Rows [first, first + count) of one head's [L, D] matrix.
+  const auto head_rows = [&](const std::vector<float>& head, std::int64_t first,
+                             std::int64_t count) {
+    return std::vector<float>(head.begin() + first * dim, head.begin() + (first + count) * dim);
+  };
+  const auto every_key = [](std::int64_t, std::int64_t) { return true; };
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  const auto out_size = static_cast<std::size_t>(s.batch * rows.length * row_size);
+  TextReference reference{
+      std::vector<float>(out_size),
+      std::vector<float>(static_cast<std::size_t>(s.batch * rows.length * heads)),
+      std::vector<float>(out_size)};
+  for (std::int64_t b = 0; b < s.batch; ++b) {
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const std::vector<float> q = load_head(full(0), b, h), k = load_head(full(1), b, h),
+                               v = load_head(full(2), b, h);
+      const testing::ReferenceAttention video_text = testing::reference_attention(
+          head_rows(q, rows.video0, rows.video), head_rows(k, rows.text0, rows.text),
+          head_rows(v, rows.text0, rows.text), dim, scale, every_key);
+      const testing::ReferenceAttention text_all = testing::reference_attention(
+          head_rows(q, rows.text0, rows.text), k, v, dim, scale, every_key);
+      for (std::int64_t n = 0; n < rows.video; ++n) {
+        const auto from = static_cast<std::size_t>((b * rows.video + n) * heads + h);
+        const auto to = static_cast<std::size_t>((b * rows.length + rows.video0 + n) * heads + h);
+        const double lse_vv = sparse.lse[from], lse_vt = video_text.lse[n];
+        const double peak = std::max(lse_vv, lse_vt);
+        const double lse = peak + std::log(std::exp(lse_vv - peak) + std::exp(lse_vt - peak));
+        reference.lse[to] = static_cast<float>(lse);
+        for (std::int64_t d = 0; d < dim; ++d) {
+          const double o_vv = sparse.out[from * dim + d], o_vt = video_text.out[n * dim + d];
+          reference.out[to * dim + d] =
+              static_cast<float>(std::exp(lse_vv - lse) * o_vv + std::exp(lse_vt - lse) * o_vt);
+          reference.unmerged[to * dim + d] = static_cast<float>(o_vv);
+        }
+      }
+      for (std::int64_t t = 0; t < rows.text; ++t) {
+        const auto to = static_cast<std::size_t>((b * rows.length + rows.text0 + t) * heads + h);
+        reference.lse[to] = static_cast<float>(text_all.lse[t]);
+        for (std::int64_t d = 0; d < dim; ++d) {
+          reference.out[to * dim + d] = reference.unmerged[to * dim + d] =
+              static_cast<float>(text_all.out[t * dim + d]);
+        }
+      }
+    }
+  }
+  return reference;
+}
+
+// A run's out (bf16, NaN-poisoned before the run) and lse against the reference: the video rows
+// and the text rows separately, so neither part's error hides in the other's norm.
+void expect_text_run_matches(const SparseLayerSettings& s, const TextReference& reference,
+                             const DeviceBuffer& out, const DeviceBuffer* lse) {
+  const RowSplit rows(s);
+  const std::int64_t row_size = s.heads * s.dim;
+  const auto bits = out.download<std::uint16_t>();
+  std::vector<float> got(bits.size());
+  for (std::size_t n = 0; n < bits.size(); ++n) {
+    got[n] = bf16_to_float(bits[n]);
+    ASSERT_FALSE(std::isnan(got[n])) << "out element " << n << " not written";
+  }
+  const auto part = [&](const std::vector<float>& x, std::int64_t first, std::int64_t count) {
+    return copy_rows(x, s.batch, rows.length, row_size, first, count);
+  };
+  EXPECT_LT(
+      relative_l2(part(got, rows.video0, rows.video), part(reference.out, rows.video0, rows.video)),
+      kOutTolerance)
+      << "video rows";
+  EXPECT_LT(
+      relative_l2(part(got, rows.text0, rows.text), part(reference.out, rows.text0, rows.text)),
+      kOutTolerance)
+      << "text rows";
+  if (lse == nullptr) return;
+  const auto got_lse = lse->download<float>();
+  ASSERT_EQ(got_lse.size(), reference.lse.size());
+  for (std::size_t n = 0; n < got_lse.size(); ++n) {
+    ASSERT_NEAR(got_lse[n], reference.lse[n], 2e-3 * (1.0 + std::abs(reference.lse[n])))
+        << "lse element " << n << " (row " << n / static_cast<std::size_t>(s.heads)
+        << " of batch-major [B, L])";
+  }
+}
+
+// A stream and the graph captured on it, freed on scope exit.
+struct CapturedRun {
+  cudaStream_t stream = nullptr;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CapturedRun() = default;
+  CapturedRun(const CapturedRun&) = delete;
+  CapturedRun& operator=(const CapturedRun&) = delete;
+  ~CapturedRun() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+};
+
+void PrintTo(const TextCase& c, std::ostream* os) { *os << c.name; }
+
+class SparseAttentionPlanTextCuda : public ::testing::TestWithParam<TextCase> {};
+
+TEST_P(SparseAttentionPlanTextCuda, MatchesTheCpuComposition) {
+  const TextCase& c = GetParam();
+  const std::int64_t length = c.grid.tokens() + c.text_tokens, dim = c.dim;
+  const auto elements = static_cast<std::size_t>(c.batch * length * c.heads * dim);
+  std::mt19937 generator(static_cast<std::uint32_t>(7 * length + dim));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::uint16_t> inputs[3];
+  for (auto& x : inputs) {
+    x.resize(elements);
+    for (auto& value : x) value = float_to_bf16(normal(generator));
+  }
+  std::vector<float> projection_q, projection_k;
+  const std::int64_t global_heads = c.heads + 1;
+  if (c.projected) {
+    for (auto* p : {&projection_q, &projection_k}) {
+      p->resize(static_cast<std::size_t>(global_heads * 3 * dim * dim));
+      for (float& value : *p) value = 0.02f * normal(generator);
+    }
+  }
+  SparseLayerSettings settings = layer(c.grid, c.batch, c.heads, dim, c.tiles, c.sparsity);
+  settings.text_tokens = c.text_tokens, settings.text_position = c.position;
+  for (std::int64_t h = 0; h < c.heads; ++h) {
+    settings.global_head.push_back(static_cast<std::int32_t>(global_heads - 1 - h));
+  }
+  const TextReference reference = reference_text_run(settings, projection_q, projection_k, inputs);
+  // The comparison can fail: leaving the text keys out of the video rows (a missing or wrong
+  // merge) moves them by well over the tolerance. (Checked without a GPU too.)
+  const RowSplit rows(settings);
+  const auto video_rows = [&](const std::vector<float>& x) {
+    return copy_rows(x, c.batch, length, c.heads * dim, rows.video0, rows.video);
+  };
+  ASSERT_GT(relative_l2(video_rows(reference.unmerged), video_rows(reference.out)),
+            4 * kOutTolerance);
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+
+  const DeviceBuffer q(inputs[0]), k(inputs[1]), v(inputs[2]), p_q(projection_q), p_k(projection_k);
+  settings.q_projection = c.projected ? p_q.get<float>() : nullptr;
+  settings.k_projection = c.projected ? p_k.get<float>() : nullptr;
+  const SparseAttentionPlan plan(settings);
+  ASSERT_EQ(plan.rows(), length);
+  const std::size_t bytes = plan.workspace_bytes();
+  const DeviceBuffer workspace(bytes), out(elements * 2), lse(reference.lse.size() * 4);
+  const auto view = [&](const DeviceBuffer& x) {
+    return TokensView::contiguous(x.get(), DType::kBF16, c.batch, length, c.heads, dim);
+  };
+
+  {
+    SCOPED_TRACE("first run, default stream");
+    plan.run(view(q), view(k), view(v), out.get(), lse.get<float>(), workspace.get(), bytes,
+             nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_NO_FATAL_FAILURE(expect_text_run_matches(settings, reference, out, &lse));
+  }
+  {
+    SCOPED_TRACE("second run without lse: nothing may land in the lse buffer");
+    out.poison();
+    lse.poison();
+    plan.run(view(q), view(k), view(v), out.get(), nullptr, workspace.get(), bytes, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_NO_FATAL_FAILURE(expect_text_run_matches(settings, reference, out, nullptr));
+    for (const float value : lse.download<float>()) ASSERT_TRUE(std::isnan(value));
+  }
+  {
+    SCOPED_TRACE("captured in a CUDA graph on a stream of its own, workspace poisoned");
+    out.poison();
+    lse.poison();
+    workspace.poison();
+    CapturedRun captured;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&captured.stream, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaStreamBeginCapture(captured.stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    plan.run(view(q), view(k), view(v), out.get(), lse.get<float>(), workspace.get(), bytes,
+             captured.stream);
+    ASSERT_EQ(cudaStreamEndCapture(captured.stream, &captured.graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&captured.exec, captured.graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(captured.exec, captured.stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(captured.stream), cudaSuccess);
+    ASSERT_NO_FATAL_FAILURE(expect_text_run_matches(settings, reference, out, &lse));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    TextTokens, SparseAttentionPlanTextCuda,
+    ::testing::Values(
+        TextCase{"After1",
+                 2,
+                 {3, 10, 21},
+                 3,
+                 64,
+                 {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}},
+                 0.8,
+                 1,
+                 TextPosition::kAfter,
+                 false},
+        TextCase{
+            "Before1", 1, {2, 9, 20}, 2, 128, {{1, 8, 16}}, 0.5, 1, TextPosition::kBefore, false},
+        TextCase{"After77Estimator",
+                 2,
+                 {2, 9, 20},
+                 2,
+                 128,
+                 {{2, 8, 8}, {8, 4, 4}},
+                 0.7,
+                 77,
+                 TextPosition::kAfter,
+                 true},
+        TextCase{"Before77Estimator",
+                 2,
+                 {3, 10, 21},
+                 3,
+                 64,
+                 {{1, 8, 16}},
+                 0.9,
+                 77,
+                 TextPosition::kBefore,
+                 true},
+        TextCase{
+            "After300", 1, {5, 7, 9}, 2, 64, {{4, 4, 8}}, 0.6, 300, TextPosition::kAfter, false},
+        TextCase{"Before300Estimator",
+                 2,
+                 {4, 6, 11},
+                 3,
+                 128,
+                 {{1, 8, 16}, {2, 8, 8}, {8, 4, 4}},
+                 0.5,
+                 300,
+                 TextPosition::kBefore,
+                 true}),
+    [](const auto& test) { return std::string(test.param.name); });
+
+TEST(SparseAttentionPlanCuda, RejectsBadTextSettingsBeforeTouchingTheDevice) {
+  // No GPU needed: the constructor validates the settings before it uploads anything.
+  SparseLayerSettings settings = layer({2, 8, 16}, 1, 2, 64, {{1, 8, 16}}, 0.5);
+  settings.text_tokens = -3;
+  expect_error([&] { const SparseAttentionPlan plan(settings); },
+               "sparse attention plan got text_tokens = -3; expected 0 (video only) or more");
+  settings.text_tokens = 77;
+  settings.text_position = static_cast<TextPosition>(7);
+  expect_error([&] { const SparseAttentionPlan plan(settings); },
+               "sparse attention plan got text position 7; expected TextPosition::kAfter (0) or "
+               "TextPosition::kBefore (1)");
+}
+
+TEST(SparseAttentionPlanCuda, RejectsCallsThatDoNotMatchTheTextRows) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  SparseLayerSettings settings = layer({2, 8, 16}, 1, 2, 64, {{1, 8, 16}}, 0.5);
+  settings.text_tokens = 77;
+  const SparseAttentionPlan plan(settings);
+  EXPECT_EQ(plan.rows(), 333);
+  const std::size_t bytes = plan.workspace_bytes();
+  const DeviceBuffer data(333 * 2 * 64 * 2), workspace(bytes);
+  const auto rows = [&](std::int64_t tokens) {
+    return TokensView::contiguous(data.get(), DType::kBF16, 1, tokens, 2, 64);
+  };
+  // The video tokens alone: the text rows are missing.
+  expect_error(
+      [&] {
+        plan.run(rows(256), rows(256), rows(256), data.get(), nullptr, workspace.get(), bytes,
+                 nullptr);
+      },
+      "sparse attention run got q [1, 256, 2, 64] BF16; the plan is for [1, 333, 2, 64] BF16 "
+      "(grid 2x8x16: 256 video tokens and 77 text tokens after them)");
+  // k and v alone with too few rows are named.
+  expect_error(
+      [&] {
+        plan.run(rows(333), rows(300), rows(300), data.get(), nullptr, workspace.get(), bytes,
+                 nullptr);
+      },
+      "sparse attention run got k [1, 300, 2, 64] BF16; the plan is for [1, 333, 2, 64]");
+  // A workspace sized for the video tokens alone is too small.
+  SparseLayerSettings video_only = settings;
+  video_only.text_tokens = 0;
+  const std::size_t video_bytes = SparseAttentionPlan(video_only).workspace_bytes();
+  EXPECT_GT(bytes, video_bytes);
+  expect_error(
+      [&] {
+        plan.run(rows(333), rows(333), rows(333), data.get(), nullptr, workspace.get(), video_bytes,
+                 nullptr);
+      },
+      "sparse attention run got a workspace of " + std::to_string(video_bytes) +
+          " bytes; the plan needs " + std::to_string(bytes));
+  settings.text_position = TextPosition::kBefore;
+  const SparseAttentionPlan before(settings);
+  expect_error(
+      [&] {
+        before.run(rows(256), rows(256), rows(256), data.get(), nullptr, workspace.get(), bytes,
+                   nullptr);
+      },
+      "(grid 2x8x16: 256 video tokens and 77 text tokens before them)");
+}
+
+// ---- The merge kernel alone ----
+
+// lse_a, lse_b and O_a, O_b of `rows` rows, with the edge cases in rows 0-2: part a empty
+// (lse -inf, O_a NaN: must not be read), part b empty (O_b NaN), both empty (O = 0, lse = -inf).
+TEST(AttentionMergeCuda, MatchesTheSplitSoftmaxIdentityInPlace) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  constexpr std::int64_t batch = 2, tokens = 37, heads = 3, dim = 64, first = 5;
+  constexpr std::int64_t length = tokens + 9;  // the merged rows sit at [5, 42) of 46
+  constexpr std::int64_t rows = batch * tokens * heads;
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  std::mt19937 generator(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> lse_a(rows), lse_b(rows), out_a(rows * dim), out_b(rows * dim);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    lse_a[r] = 3.0f * normal(generator), lse_b[r] = 3.0f * normal(generator);
+    for (std::int64_t d = 0; d < dim; ++d) {
+      out_a[r * dim + d] = normal(generator), out_b[r * dim + d] = normal(generator);
+    }
+  }
+  lse_a[0] = lse_a[2] = lse_b[1] = lse_b[2] = -inf;
+  for (std::int64_t d = 0; d < dim; ++d) {
+    out_a[d] = out_a[2 * dim + d] = out_b[dim + d] = out_b[2 * dim + d] = nan;
+  }
+
+  for (const DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
+    SCOPED_TRACE(std::string(dtype_name(dtype)));
+    const std::size_t element = dtype_size(dtype);
+    // out [B, length, H, D] of dtype, poisoned, part a stored at rows [first, first + tokens).
+    std::vector<std::byte> out_host(static_cast<std::size_t>(batch * length * heads * dim) *
+                                    element);
+    std::fill(out_host.begin(), out_host.end(), std::byte{0xFF});
+    const auto at = [&](std::int64_t r, std::int64_t d) {  // r = (b*tokens + n)*heads + h
+      const std::int64_t h = r % heads, n = r / heads % tokens, b = r / heads / tokens;
+      return ((b * length + first + n) * heads + h) * dim + d;
+    };
+    std::vector<float> a_values(out_a.size());  // part a as stored, rounded to dtype
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t d = 0; d < dim; ++d) {
+        store_from_float(out_host.data(), dtype, at(r, d), out_a[r * dim + d]);
+        a_values[r * dim + d] = load_as_float(out_host.data(), dtype, at(r, d));
+      }
+    }
+    const DeviceBuffer out(out_host), device_lse_a(lse_a), device_out_b(out_b), device_lse_b(lse_b),
+        lse(static_cast<std::size_t>(batch * length * heads) * 4);
+    AttentionMergeParams merge;
+    merge.batch = batch, merge.tokens = tokens, merge.heads = heads, merge.dim = dim;
+    merge.out = out.get<std::byte>() + first * heads * dim * static_cast<std::int64_t>(element);
+    merge.out_dtype = dtype;
+    merge.out_stride_batch = length * heads * dim, merge.out_stride_token = heads * dim;
+    merge.out_stride_head = dim;
+    merge.lse_a = device_lse_a.get<float>(), merge.out_b = device_out_b.get<float>();
+    merge.lse_b = device_lse_b.get<float>();
+    merge.lse = lse.get<float>() + first * heads;
+    merge.lse_stride_batch = length * heads, merge.lse_stride_token = heads;
+    merge.lse_stride_head = 1;
+    attention_merge_cuda(merge, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+    const auto got_out = out.download<std::byte>();
+    const auto got_lse = lse.download<float>();
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const double a = lse_a[r], b = lse_b[r], peak = std::max(a, b);
+      const double expected_lse =
+          std::isinf(peak) ? -inf : peak + std::log(std::exp(a - peak) + std::exp(b - peak));
+      const std::int64_t lse_at = at(r, 0) / dim;
+      if (std::isinf(expected_lse)) {
+        ASSERT_TRUE(std::isinf(got_lse[lse_at]) && got_lse[lse_at] < 0) << "row " << r;
+      } else {
+        ASSERT_NEAR(got_lse[lse_at], expected_lse, 1e-5 * (1.0 + std::abs(expected_lse)))
+            << "row " << r;
+      }
+      for (std::int64_t d = 0; d < dim; ++d) {
+        double expected = 0.0;
+        if (!std::isinf(a)) expected += std::exp(a - expected_lse) * a_values[r * dim + d];
+        if (!std::isinf(b)) expected += std::exp(b - expected_lse) * out_b[r * dim + d];
+        const float got = load_as_float(got_out.data(), dtype, at(r, d));
+        // One rounding to dtype: <= 2^-11 relative for F16, 2^-8 for BF16, 2^-24 for F32.
+        ASSERT_NEAR(got, expected, 5e-3 * std::abs(expected) + 1e-6) << "row " << r << " d " << d;
+      }
+    }
+    // Rows outside [first, first + tokens) are left alone (still NaN).
+    for (std::int64_t b = 0; b < batch; ++b) {
+      for (const std::int64_t n : {std::int64_t{0}, first - 1, first + tokens, length - 1}) {
+        const std::int64_t row = (b * length + n) * heads;
+        ASSERT_TRUE(std::isnan(load_as_float(got_out.data(), dtype, row * dim))) << "row " << n;
+        ASSERT_TRUE(std::isnan(got_lse[row])) << "row " << n;
+      }
+    }
+  }
+}
+
+TEST(AttentionMergeCuda, RejectsBadParamsWithClearMessages) {
+  // No GPU needed: attention_merge_cuda validates before it launches.
+  std::vector<float> lse_a(6), lse_b(6), out_b(6 * 64), lse(6);
+  std::vector<std::uint16_t> out(6 * 64);
+  AttentionMergeParams merge;
+  merge.batch = 1, merge.tokens = 2, merge.heads = 3, merge.dim = 64;
+  merge.out = out.data(), merge.out_dtype = DType::kBF16;
+  merge.out_stride_batch = 384, merge.out_stride_token = 192, merge.out_stride_head = 64;
+  merge.lse_a = lse_a.data(), merge.out_b = out_b.data(), merge.lse_b = lse_b.data();
+  merge.lse = lse.data();
+  merge.lse_stride_batch = 6, merge.lse_stride_token = 3, merge.lse_stride_head = 1;
+  EXPECT_NO_THROW(merge.validate());
+  const auto rejects = [&](AttentionMergeParams bad, const std::string& expected) {
+    expect_error([&] { attention_merge_cuda(bad, nullptr); }, expected);
+  };
+  AttentionMergeParams bad = merge;
+  bad.tokens = 0;
+  rejects(bad, "attention merge of [1, 0, 3, 64] (B, N, H, D); expected every size positive");
+  bad = merge, bad.dim = 63;
+  rejects(bad, "attention merge got head dim 63; expected an even head dim");
+  bad = merge, bad.out_dtype = DType::kI32;
+  rejects(bad, "attention merge got out dtype I32; expected F32, F16 or BF16");
+  bad = merge, bad.out_b = nullptr;
+  rejects(bad, "attention merge needs out, lse_a, out_b and lse_b; got a null pointer");
+  bad = merge, bad.out_stride_token = 193;
+  rejects(bad, "with even strides; got strides (384, 193, 64)");
+  bad = merge, bad.lse = lse_b.data() + 2;
+  rejects(bad, "attention merge writes lse over lse_a or lse_b");
 }
 
 }  // namespace

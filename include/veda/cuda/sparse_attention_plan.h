@@ -3,13 +3,27 @@
 //   run  (every call):     gather q, k, v into tile-major order with per-tile statistics,
 //                          select key tiles with the estimator, block-sparse attention whose
 //                          epilogue stores O (and lse) straight at their frame-major rows.
-// run launches 7 kernels on the caller's stream, into the caller's workspace: no allocation and
-// no host synchronisation, so a whole call can be captured in a CUDA graph.
+// Text tokens (joint-attention models), before or after the N video tokens, are dense both ways
+// and never selected; with L = N + text_tokens rows in q, k, v and out:
+//   video rows: sparse attention over the video keys (O_vv written into out, lse_vv),
+//               dense attention over the text keys (O_vt float32, lse_vt), merged in place:
+//               lse = logaddexp(lse_vv, lse_vt),
+//               O = exp(lse_vv - lse) O_vv + exp(lse_vt - lse) O_vt
+//   text rows:  dense attention over all L keys, straight into out.
+// Every part reads q, k, v and writes out through row-offset views of the caller's tensors (no
+// slicing copies).
+// (O_vv passes through out's dtype before the merge: one extra rounding, <= 2^-8 relative in
+// bf16, on the video part's share of each row.)
+// run launches 7 kernels (10 with text tokens) on the caller's stream, into the caller's
+// workspace: no allocation and no host synchronisation, so a whole call can be captured in a
+// CUDA graph.
 //
 // Memory per call beyond q, k, v and out (workspace_bytes): tile-major copies of q, k, v
 // (3 x B*N*H*D elements), statistics and descriptors (4 x B*H*T*(3D + D) * 2 bytes) and the
 // index (4 B*H*T*(budget + 1) bytes). At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128,
-// bf16) that is 2.3 GB, dominated by the tile-major copies.
+// bf16) that is 2.3 GB, dominated by the tile-major copies. Text tokens add two float32 lse
+// partials of the video rows (8 B*N*H bytes, 24 MB there); O_vt (4 B*N*H*D bytes) reuses the
+// tile-major copies of q and k, dead once the sparse part has run.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -23,12 +37,18 @@
 
 namespace veda {
 
+// Where the text tokens sit in the L rows of q, k, v and out.
+enum class TextPosition : std::uint8_t {
+  kAfter,   // rows [0, N) video, [N, L) text (HunyuanVideo)
+  kBefore,  // rows [0, text_tokens) text, then video (CogVideoX)
+};
+
 struct SparseLayerSettings {
   Grid grid;                                     // the latent grid; N = grid.tokens()
   std::int64_t batch = 1, heads = 1, dim = 128;  // heads: this call's (local) heads
   DType dtype = DType::kBF16;                    // of q, k, v and out
   // One tile shape per local head, or a single shape for all heads.
-  std::vector<TileShape> head_tiles = {TileShape{}};
+  std::vector<TileShape> head_tiles = std::vector<TileShape>(1);  // one 1x8x16 shape
   double sparsity = 0.9;  // fixed budget ceil((1 - sparsity) * T) key tiles per row
   bool keep_own_tile = true;
   // Local -> global head (sequence-parallel head splits); empty: identity.
@@ -36,11 +56,15 @@ struct SparseLayerSettings {
   // Estimator parameters, device memory [H_global, 3D, D] float32; nullptr: mean pooling.
   const float* q_projection = nullptr;
   const float* k_projection = nullptr;
+  // Text tokens in each sequence, attended densely both ways: L = N + text_tokens.
+  std::int64_t text_tokens = 0;
+  TextPosition text_position = TextPosition::kAfter;
 };
 
 class SparseAttentionPlan {
  public:
-  // Validates the settings and uploads the order tables (synchronous: do it once per shape).
+  // Validates the settings (throws veda::Error naming the bad one before touching the device)
+  // and uploads the order tables (synchronous: do it once per shape).
   explicit SparseAttentionPlan(SparseLayerSettings settings);
   ~SparseAttentionPlan();
   SparseAttentionPlan(const SparseAttentionPlan&) = delete;
@@ -48,9 +72,10 @@ class SparseAttentionPlan {
 
   std::size_t workspace_bytes() const;
   std::int64_t budget() const { return budget_; }
+  std::int64_t rows() const { return tokens_ + settings_.text_tokens; }  // L
 
-  // q, k, v: device [B, N, H, D] views matching the settings; out: contiguous [B, N, H, D] of
-  // the same dtype; lse: contiguous float32 [B, N, H] or nullptr.
+  // q, k, v: device [B, L, H, D] views matching the settings (L = N + text_tokens); out:
+  // contiguous [B, L, H, D] of the same dtype; lse: contiguous float32 [B, L, H] or nullptr.
   void run(const TokensView& q, const TokensView& k, const TokensView& v, void* out, float* lse,
            void* workspace, std::size_t workspace_size, cudaStream_t stream) const;
 
