@@ -55,7 +55,7 @@ veda_device_env() {
   if [ -n "${VEDA_ENV_SKIP_BUILD:-}" ]; then
     echo "device_python_env: VEDA_ENV_SKIP_BUILD set; using the veda already installed"
   else
-    key=$(cd "$repo" && find CMakeLists.txt pyproject.toml cmake include src python \
+    key=$(cd "$repo" && find CMakeLists.txt pyproject.toml cmake include src python tools \
       -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z |
       xargs -0 md5sum | md5sum | cut -d' ' -f1) || return 1
     if [ "$(cat "$work/veda.key" 2>/dev/null)" != "$key" ]; then

@@ -1,25 +1,63 @@
 # Third-party libraries: the system's packages (Debian's, installed by .ci/run), or, on a machine
 # that lacks them and cannot download (the GPU device image), copies that
 # bench/prepare_device_deps.sh places in .devdeps/: googletest's source and the header-only
-# nlohmann_json and CLI11.
+# nlohmann_json and CLI11. Only when neither has a header-only library (a `pip install .` on a
+# user's machine) is a pinned release downloaded with FetchContent; VEDA_FETCH_DEPS=OFF forbids it.
 set(VEDA_DEPS_DIR "${PROJECT_SOURCE_DIR}/.devdeps" CACHE PATH "Fallback copies of dependencies")
+option(VEDA_FETCH_DEPS "Download nlohmann_json and CLI11 when neither installed nor in .devdeps" ON)
 
-function(veda_header_only_fallback target header package)
-  if(NOT TARGET ${target})
-    if(NOT EXISTS "${VEDA_DEPS_DIR}/include/${header}")
-      message(FATAL_ERROR "${target} not found: install ${package} (see .ci/run), or run "
-                          "bench/prepare_device_deps.sh to place a copy in ${VEDA_DEPS_DIR}")
-    endif()
-    add_library(${target} INTERFACE IMPORTED GLOBAL)
-    target_include_directories(${target} SYSTEM INTERFACE "${VEDA_DEPS_DIR}/include")
+# The pinned releases: the versions of Debian 12 (nlohmann-json3-dev 3.11.2, libcli11-dev 2.1.2),
+# the ones CI builds and tests with.
+set(VEDA_NLOHMANN_JSON_URL
+    "https://github.com/nlohmann/json/releases/download/v3.11.2/json.tar.xz")
+set(VEDA_NLOHMANN_JSON_SHA256 8c4b26bf4b422252e13f332bc5e388ec0ab5c3443d24399acb675e68278d341f)
+set(VEDA_CLI11_URL "https://github.com/CLIUtils/CLI11/archive/refs/tags/v2.1.2.tar.gz")
+set(VEDA_CLI11_SHA256 26291377e892ba0e5b4972cdfd4a2ab3bf53af8dac1f4ea8fe0d1376b625c8cb)
+
+# Defines `target` (an INTERFACE IMPORTED target) over the first include folder that has `header`:
+# ${VEDA_DEPS_DIR}/include, else the include/ folder of the release at `url` (FetchContent).
+# Called only when find_package found no system package.
+function(veda_header_only_fallback target header package url sha256)
+  if(TARGET ${target})
+    return()
   endif()
+  set(include_dir "${VEDA_DEPS_DIR}/include")
+  if(NOT EXISTS "${include_dir}/${header}")
+    string(CONCAT remedy "install ${package} (see .ci/run), or run bench/prepare_device_deps.sh "
+                         "to place a copy in ${VEDA_DEPS_DIR}")
+    if(NOT VEDA_FETCH_DEPS)
+      message(FATAL_ERROR "${target} not found: ${remedy} (VEDA_FETCH_DEPS is OFF: no download)")
+    endif()
+    message(STATUS "veda: ${target} is neither installed nor in ${VEDA_DEPS_DIR}; downloading "
+                   "${url} (FetchContent). Offline, ${remedy}.")
+    # Content named nlohmann_json / CLI11: FETCHCONTENT_SOURCE_DIR_<NAME> can point at a copy.
+    string(REGEX REPLACE "::.*" "" name "${target}")
+    include(FetchContent)
+    # Only the headers are used: SOURCE_SUBDIR names a folder without a CMakeLists.txt, so the
+    # release is unpacked but not added as a subproject (no targets, tests or install rules).
+    FetchContent_Declare(${name}
+      URL "${url}"
+      URL_HASH SHA256=${sha256}
+      DOWNLOAD_EXTRACT_TIMESTAMP ON
+      SOURCE_SUBDIR veda-headers-only)
+    FetchContent_MakeAvailable(${name})
+    FetchContent_GetProperties(${name} SOURCE_DIR source_dir)
+    set(include_dir "${source_dir}/include")
+    if(NOT EXISTS "${include_dir}/${header}")
+      message(FATAL_ERROR "${target}: the download of ${url} has no include/${header}; ${remedy}")
+    endif()
+  endif()
+  add_library(${target} INTERFACE IMPORTED GLOBAL)
+  target_include_directories(${target} SYSTEM INTERFACE "${include_dir}")
 endfunction()
 
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(nlohmann_json 3.10 QUIET)
-veda_header_only_fallback(nlohmann_json::nlohmann_json nlohmann/json.hpp nlohmann-json3-dev)
+veda_header_only_fallback(nlohmann_json::nlohmann_json nlohmann/json.hpp nlohmann-json3-dev
+                          "${VEDA_NLOHMANN_JSON_URL}" ${VEDA_NLOHMANN_JSON_SHA256})
 find_package(CLI11 QUIET)
-veda_header_only_fallback(CLI11::CLI11 CLI/CLI.hpp libcli11-dev)
+veda_header_only_fallback(CLI11::CLI11 CLI/CLI.hpp libcli11-dev "${VEDA_CLI11_URL}"
+                          ${VEDA_CLI11_SHA256})
 
 if(VEDA_TESTS)
   find_package(GTest QUIET)
