@@ -1,6 +1,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "attention/hopper_ptx.cuh"
 #include "element_type.cuh"
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
@@ -24,7 +25,8 @@ struct alignas(sizeof(Element) * kVector) Pack {
 
 struct GatherArgs {
   const void* x;
-  // In units of packs: the host checked that every stride and D divide by the vector width.
+  // In elements (bulk kernel) or packs (register kernel: the host checked that every stride and
+  // D divide by the vector width).
   std::int64_t tokens, dim, stride_batch, stride_token, stride_head;
   const std::int32_t* order;
   const std::int32_t* head_group;
@@ -115,6 +117,67 @@ __global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherAr
   }
 }
 
+// Hopper (sm_90+): the tile's rows arrive by bulk copies (one cp.async.bulk of D elements per row,
+// all completing on one mbarrier), the statistics are read from shared memory and the tile
+// leaves by one bulk store. No registers hold the data, so a multiprocessor keeps ~7 tiles
+// (224 KB) in flight, where the register path above keeps 2 x 32 KB. Block (head, tile, batch),
+// one thread per row; rows D * sizeof(Element) bytes, a multiple of 16, 16-byte aligned.
+template <typename Element>
+__global__ void __launch_bounds__(kTileTokens) tile_gather_bulk_kernel(GatherArgs args) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace sm90 = attention_detail::sm90;
+  extern __shared__ __align__(128) unsigned char staged_bytes[];  // [rows, D]
+  __shared__ __align__(8) std::uint64_t arrived;
+  const auto* staged = reinterpret_cast<const Element*>(staged_bytes);
+  const std::int64_t head = blockIdx.x, tile = blockIdx.y, batch = blockIdx.z;
+  const std::int64_t heads = gridDim.x, tiles = gridDim.y, dim = args.dim;
+  const std::int64_t begin = tile * kTileTokens;
+  const int rows = static_cast<int>(min(std::int64_t{kTileTokens}, args.tokens - begin));
+  const auto row_bytes = static_cast<std::uint32_t>(dim * sizeof(Element));
+  const std::uint32_t bar = sm90::smem_address(&arrived);
+  if (threadIdx.x == 0) {
+    sm90::mbarrier_init(bar, 1);
+    sm90::fence_barrier_init();
+    sm90::mbarrier_arrive_expect_tx(bar, static_cast<std::uint32_t>(rows) * row_bytes);
+  }
+  __syncthreads();
+  if (const int r = threadIdx.x; r < rows) {
+    const std::int64_t shape_group = args.head_group ? args.head_group[head] : 0;
+    const std::int64_t source = args.order[shape_group * args.tokens + begin + r];
+    const Element* x = static_cast<const Element*>(args.x) + batch * args.stride_batch +
+                       head * args.stride_head + source * args.stride_token;
+    sm90::bulk_load(sm90::smem_address(staged_bytes + r * row_bytes), x, row_bytes, bar);
+  }
+  sm90::mbarrier_wait(bar, 0);
+  if (args.x_tiled != nullptr && threadIdx.x == 0) {
+    Element* tiled =
+        static_cast<Element*>(args.x_tiled) + ((batch * heads + head) * args.tokens + begin) * dim;
+    sm90::fence_proxy_async_shared();
+    sm90::bulk_store(tiled, sm90::smem_address(staged_bytes), rows * row_bytes);
+    sm90::bulk_commit_group();
+  }
+  if (args.stats != nullptr) {
+    float* out = args.stats + ((batch * heads + head) * tiles + tile) * 3 * dim;
+    for (std::int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+      float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
+      for (int r = 0; r < rows; ++r) {
+        const float value = to_float(staged[r * dim + d]);
+        sum += value;
+        max = fmaxf(max, value);
+        min = fminf(min, value);
+      }
+      out[kTileMean * dim + d] = sum * (1.0f / static_cast<float>(rows));
+      out[kTileMax * dim + d] = max;
+      out[kTileMin * dim + d] = min;
+    }
+  }
+  // Shared memory must outlive the bulk store's read of it.
+  if (args.x_tiled != nullptr && threadIdx.x == 0) sm90::bulk_wait_group_read();
+#else
+  __trap();  // launched only where cudaFuncGetAttributes reports an sm_90+ binary
+#endif
+}
+
 bool aligned(const void* pointer, std::size_t bytes) {
   return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
 }
@@ -142,6 +205,32 @@ void launch(const TileGatherParams& params, cudaStream_t stream) {
       <<<grid, static_cast<unsigned>(groups * columns), partial_bytes, stream>>>(args);
 }
 
+// The bulk path where this GPU runs an sm_90+ build of its kernel and a tile fits in 64 KB.
+template <typename Element>
+bool launch_bulk(const TileGatherParams& params, cudaStream_t stream) {
+  const TokensView& x = params.x;
+  const auto tile_bytes = static_cast<std::size_t>(kTileTokens * x.dim) * sizeof(Element);
+  if (tile_bytes > 64 * 1024) return false;
+  cudaFuncAttributes attributes{};
+  if (cudaFuncGetAttributes(&attributes, tile_gather_bulk_kernel<Element>) != cudaSuccess) {
+    (void)cudaGetLastError();  // no binary of it for this GPU: not an error of this call
+    return false;
+  }
+  if (attributes.binaryVersion < 90) return false;
+  const cudaError_t status = cudaFuncSetAttribute(tile_gather_bulk_kernel<Element>,
+                                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  static_cast<int>(tile_bytes));
+  VEDA_CHECK(status == cudaSuccess, "tile gather needs ", tile_bytes,
+             " bytes of shared memory: ", cudaGetErrorString(status));
+  const GatherArgs args{x.data,         x.tokens,      x.dim,        x.stride_batch,
+                        x.stride_token, x.stride_head, params.order, params.head_group,
+                        params.x_tiled, params.stats};
+  const dim3 grid(static_cast<unsigned>(x.heads), static_cast<unsigned>(tile_count(x.tokens)),
+                  static_cast<unsigned>(x.batch));
+  tile_gather_bulk_kernel<Element><<<grid, kTileTokens, tile_bytes, stream>>>(args);
+  return true;
+}
+
 }  // namespace
 
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
@@ -154,14 +243,15 @@ void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
              "at most ", kMaxGatherDim);
   cuda_detail::dispatch_floating(x.dtype, [&](auto element) {
     using Element = decltype(element);
-    // 16-byte loads and stores where every row of x and of the tile-major copy starts on a
-    // 16-byte boundary; element-wise otherwise (strided views, odd head dims).
+    // Bulk copies (Hopper) or 16-byte loads and stores where every row of x and of the
+    // tile-major copy starts on a 16-byte boundary; element-wise otherwise (strided views, odd
+    // head dims).
     constexpr int kVector = 16 / sizeof(Element);
     const bool vectorizable = x.dim % kVector == 0 && x.stride_token % kVector == 0 &&
                               x.stride_head % kVector == 0 && x.stride_batch % kVector == 0 &&
                               aligned(x.data, 16) && aligned(params.x_tiled, 16);
     if (vectorizable) {
-      launch<Element, kVector>(params, stream);
+      if (!launch_bulk<Element>(params, stream)) launch<Element, kVector>(params, stream);
     } else {
       launch<Element, 1>(params, stream);
     }

@@ -1,6 +1,7 @@
-// Internal: thin wrappers over the sm_90a instructions the Hopper attention kernel uses (mbarrier,
-// TMA bulk tensor copies, wgmma, setmaxnreg). Every wrapper is one PTX instruction; names follow
-// the PTX mnemonics so the disassembly reads the same. Compiled only in sm_90a device passes.
+// Internal: thin wrappers over the sm_90a instructions the Hopper kernels use (mbarrier, TMA bulk
+// tensor and non-tensor copies, wgmma, setmaxnreg). Every wrapper is one PTX instruction; names
+// follow the PTX mnemonics so the disassembly reads the same. Compiled only in sm_90a device
+// passes.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +54,35 @@ __device__ __forceinline__ void tma_load_4d(std::uint32_t dst, const void* map, 
       " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
       : "memory");
+}
+
+// `bytes` (a multiple of 16, both addresses 16-byte aligned) from global into shared memory,
+// completing on `bar` (transaction bytes): a non-tensor bulk copy.
+__device__ __forceinline__ void bulk_load(std::uint32_t dst, const void* src, std::uint32_t bytes,
+                                          std::uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(src)), "r"(bytes), "r"(bar)
+      : "memory");
+}
+// `bytes` from shared into global memory, in this thread's current bulk group.
+__device__ __forceinline__ void bulk_store(void* dst, std::uint32_t src, std::uint32_t bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(dst)),
+               "r"(src), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit_group() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+// Waits until this thread's bulk stores have read their shared memory (it may then be reused).
+__device__ __forceinline__ void bulk_wait_group_read() {
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+// Orders this thread's shared memory accesses before later async-proxy (bulk, TMA) accesses.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
 // Prefetches one box of a 4-D tensor map into L2 (no shared memory, no barrier).
