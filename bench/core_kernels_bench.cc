@@ -4,6 +4,7 @@
 //   gather      tile-major gather of q, k and v with statistics of q and k (three passes);
 //               GB/s count bytes read + written
 //   select@95%  projections + logits + top-k for the 95% budget, estimator parameters set
+//   select@0.9  the same with a cumulative threshold of 0.9 on every head (capped at the budget)
 //   dense       attention_cuda without an index (the in-run baseline; bench/RESULTS.md has its
 //               ratio to cuDNN from the attention benchmark)
 //   plan@S      the whole SparseAttentionPlan::run at sparsity S (gather, selection, sparse
@@ -160,6 +161,15 @@ int main() {
     const double select_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
     std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "select@95%", select_ms,
                 static_cast<long long>(select.budget));
+    // The same with every head's cumulative threshold at 0.9 (capped at the 95% budget).
+    const std::vector<double> thresholds(static_cast<std::size_t>(heads), 0.9);
+    auto* thresholds_device = device_alloc<double>(thresholds.size() * 8);
+    check(cudaMemcpy(thresholds_device, thresholds.data(), thresholds.size() * 8,
+                     cudaMemcpyHostToDevice));
+    select.thresholds = thresholds_device;
+    const double cumulative_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
+    select.thresholds = nullptr;
+    std::printf("%-26s %-11s %10.2f %8s\n", size.name, "select@0.9", cumulative_ms, "mass");
 
     auto* out = device_alloc(host.size() * 2);
     veda::AttentionParams dense;

@@ -22,7 +22,7 @@ cmake --build "$BUILD" -j "$(nproc)" --target veda_gpu_tests veda_core_kernels_b
 echo "build: $(( $(date +%s) - start )) s"
 timeout 300 "$BUILD/tests/gpu/veda_gpu_tests" --gtest_brief=1 2>&1 | tail -15
 tests_rc=${PIPESTATUS[0]}
-small='*b1_n1_*:*nq127*:*n129*:*grid1x1x1*:*grid3x10x21*:*tq1_*:*tq96*'
+small='*b1_n1_*:*nq127*:*n129*:*grid1x1x1*:*grid3x10x21*:*tq1_*:*tq96*:*cumulative50*'
 for tool in ${CORE_SANITIZERS:-memcheck racecheck}; do
   # The plan cases run the attention kernel too, whose racecheck takes minutes: memcheck only.
   filter="$small"

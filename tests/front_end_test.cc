@@ -1,16 +1,19 @@
 // The CPU references of the GPU front end against the per-head pipeline they batch.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <string>
 
 #include "reference.h"
+#include "veda/block_index.h"
 #include "veda/error.h"
 #include "veda/selection.h"
 #include "veda/sparse_attention.h"
 #include "veda/tile_gather.h"
 #include "veda/tile_layout.h"
+#include "veda/tile_scoring.h"
 #include "veda/tile_selection.h"
 #include "veda/tile_statistics.h"
 
@@ -68,6 +71,8 @@ void expect_batched_selection_matches(const SparseAttentionConfig& config,
   params.batch = 1, params.heads = heads, params.q_tiles = tiles, params.k_tiles = tiles;
   params.dim = dim, params.scale = 1.0f / std::sqrt(static_cast<float>(dim));
   params.budget = budget_for_sparsity(config.sparsity, tiles);
+  const std::vector<double> thresholds(heads, config.threshold);
+  params.thresholds = config.threshold > 0.0 ? thresholds.data() : nullptr;
   std::vector<std::int32_t> counts(heads * tiles), indices(counts.size() * params.budget);
   params.counts = counts.data(), params.indices = indices.data();
   tile_selection_cpu(params);
@@ -77,6 +82,25 @@ void expect_batched_selection_matches(const SparseAttentionConfig& config,
 
 TEST(TileSelection, ZeroProjectionSelectsWhatMeanPoolingSelects) {
   expect_batched_selection_matches({MaskMethod::kMeanPool, 0.75, {4, 16, 16}, {2, 8, 8}}, {}, {});
+}
+
+TEST(TileSelection, CumulativeThresholdSelectsWhatTheBatchedSelectionSelects) {
+  SparseAttentionConfig config{MaskMethod::kMeanPool, 0.5, {4, 16, 16}, {2, 8, 8}};
+  config.threshold = 0.3;
+  expect_batched_selection_matches(config, {}, {});
+  const auto x = testing::random_matrix(1024 * 2, 32, 2);
+  const TokensView view = TokensView::contiguous(x.data(), DType::kF32, 1, 1024, 2, 32);
+  const BlockIndex index = sparse_attention_cpu(view, view, view, config).index;
+  EXPECT_LT(*std::min_element(index.counts.begin(), index.counts.end()), index.budget);
+  config.method = MaskMethod::kOracle;
+  try {
+    sparse_attention_cpu(view, view, view, config);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("logit-scored methods meanpool and veda, not oracle"),
+              std::string::npos)
+        << error.what();
+  }
 }
 
 TEST(TileSelection, EstimatorMethodSelectsWhatTheBatchedSelectionSelects) {
@@ -113,6 +137,54 @@ TEST(TileSelection, EstimatorMethodNeedsEveryHeadsProjections) {
         << error.what();
   }
   EXPECT_EQ(parse_mask_method("veda"), MaskMethod::kEstimator);
+}
+
+TEST(TileSelection, CumulativeThresholdPerHead) {
+  const std::int64_t heads = 2, tiles = 24, dim = 16, budget = 8;
+  const auto q_stats = testing::random_matrix(heads * tiles * 3, dim, 8),
+             k_stats = testing::random_matrix(heads * tiles * 3, dim, 9);
+  const std::vector<double> thresholds = {0.6, 0.0};  // head 1: the fixed budget
+  TileSelectionParams params;
+  params.q_stats = q_stats.data(), params.k_stats = k_stats.data();
+  params.batch = 1, params.heads = heads, params.q_tiles = tiles, params.k_tiles = tiles;
+  params.dim = dim, params.scale = 1.0f, params.budget = budget;
+  params.thresholds = thresholds.data();
+  std::vector<std::int32_t> counts(heads * tiles), indices(counts.size() * budget);
+  params.counts = counts.data(), params.indices = indices.data();
+  tile_selection_cpu(params);
+  for (std::int64_t h = 0; h < heads; ++h) {
+    const auto stats = [&](const std::vector<float>& all) {
+      return std::span<const float>(all.data() + h * tiles * 3 * dim, tiles * 3 * dim);
+    };
+    const std::vector<float> logits = tile_logits(
+        project_tiles(stats(q_stats), dim, {}), project_tiles(stats(k_stats), dim, {}), dim, 1.0f);
+    BlockIndex expected(1, 1, tiles, tiles, budget);
+    if (thresholds[h] > 0.0) {
+      select_cumulative(logits, thresholds[h], true, expected, 0, 0);
+    } else {
+      select_top_k(logits, true, expected, 0, 0);
+    }
+    EXPECT_EQ(
+        std::vector<std::int32_t>(counts.begin() + h * tiles, counts.begin() + (h + 1) * tiles),
+        expected.counts);
+    EXPECT_EQ(std::vector<std::int32_t>(indices.begin() + h * tiles * budget,
+                                        indices.begin() + (h + 1) * tiles * budget),
+              expected.indices);
+  }
+  // The threshold really shortens rows of head 0 (and only there).
+  EXPECT_LT(*std::min_element(counts.begin(), counts.begin() + tiles), budget);
+  EXPECT_EQ(*std::min_element(counts.begin() + tiles, counts.end()), budget);
+
+  const std::vector<double> bad = {1.5, 0.0};
+  params.thresholds = bad.data();
+  try {
+    tile_selection_cpu(params);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("head 0 has cumulative threshold 1.5"),
+              std::string::npos)
+        << error.what();
+  }
 }
 
 }  // namespace

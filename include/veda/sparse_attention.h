@@ -29,6 +29,9 @@ struct SparseAttentionConfig {
   Grid grid;              // must hold N tokens; 1 x 1 x N is a plain sequence
   TileShape tile;
   bool keep_own_tile = true;
+  // In (0, 1]: per row the fewest best tiles whose softmax(score) mass reaches it, capped at the
+  // sparsity's budget (select_cumulative); 0: the fixed budget.
+  double threshold = 0.0;
   // Method veda: P_q and P_k of every head of q, float32 [H, 3D, D] each (tile_scoring.h).
   std::span<const float> q_projection{}, k_projection{};
 };

@@ -1,7 +1,8 @@
 // Tile selection of every (batch, head) from per-tile statistics: the estimator's descriptors
 //   q^_i = [mean, max, min](Q_i) P_q + mean(Q_i),  k^_j likewise with P_k,
 // logits z[i, j] = scale q^_i . k^_j, then the top `budget` key tiles per query tile (own tile
-// kept), written as the block index (block_index.h). The GPU path's selection, with this CPU
+// kept), or per head the cumulative threshold capped at the budget, written as the block index
+// (block_index.h). The GPU path's selection, with this CPU
 // reference; the per-head building blocks are in tile_scoring.h and selection.h.
 #pragma once
 
@@ -20,16 +21,20 @@ struct TileSelectionParams {
   std::int64_t batch = 0, heads = 0, q_tiles = 0, k_tiles = 0, dim = 0;
   float scale = 0.0f;
   bool keep_own_tile = true;
-  std::int64_t budget = 0;          // key tiles per query tile, 1..Tk
+  std::int64_t budget = 0;  // key tiles per query tile, 1..Tk
+  // [H] per local head, or nullptr: a value in (0, 1] selects the fewest best tiles whose softmax
+  // mass reaches it, capped at `budget` (select_cumulative, selection.h); 0 the fixed budget.
+  const double* thresholds = nullptr;
   std::int32_t* counts = nullptr;   // [B, H, Tq]
-  std::int32_t* indices = nullptr;  // [B, H, Tq, budget], ascending
+  std::int32_t* indices = nullptr;  // [B, H, Tq, budget], ascending, padded with kPaddedSlot
   // GPU only: scratch of tile_selection_workspace_bytes(params) bytes for the descriptors.
   void* workspace = nullptr;
 
   void validate() const;
 };
 
-// Pointers are host memory here. Ties rank the lower tile index first.
+// Pointers are host memory here (thresholds are checked to be 0 or in (0, 1]). Ties rank the
+// lower tile index first.
 void tile_selection_cpu(const TileSelectionParams& params);
 
 }  // namespace veda

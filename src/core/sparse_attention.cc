@@ -59,6 +59,12 @@ SparseAttentionResult sparse_attention_cpu(const TokensView& q, const TokensView
   validate_qkv(q, k, v);
   VEDA_CHECK(k.tokens == q.tokens, "q has N = ", q.tokens, " but k has N = ", k.tokens,
              "; sparse self-attention over a video grid needs equal lengths");
+  VEDA_CHECK(config.threshold == 0.0 || (config.threshold > 0.0 && config.threshold <= 1.0),
+             "cumulative threshold ", config.threshold, "; expected 0 (fixed budget) or (0, 1]");
+  VEDA_CHECK(config.threshold == 0.0 || config.method == MaskMethod::kMeanPool ||
+                 config.method == MaskMethod::kEstimator,
+             "a cumulative threshold applies to the logit-scored methods meanpool and veda, not ",
+             mask_method_name(config.method));
   VEDA_CHECK(config.grid.tokens() == q.tokens, "grid ", config.grid.str(), " has ",
              config.grid.tokens(), " tokens but q has N = ", q.tokens);
   config.tile.validate();
@@ -97,10 +103,14 @@ SparseAttentionResult sparse_attention_cpu(const TokensView& q, const TokensView
                      ? all.subspan(static_cast<std::size_t>(h) * projection_size, projection_size)
                      : std::span<const float>{};
         };
-        select_top_k(
+        const std::vector<float> scores =
             score_head(config.method, q_tiled, k_tiled, dim, scale,
-                       head_projection(config.q_projection), head_projection(config.k_projection)),
-            config.keep_own_tile, result.index, b, h);
+                       head_projection(config.q_projection), head_projection(config.k_projection));
+        if (config.threshold > 0.0) {
+          select_cumulative(scores, config.threshold, config.keep_own_tile, result.index, b, h);
+        } else {
+          select_top_k(scores, config.keep_own_tile, result.index, b, h);
+        }
       }
       const BlockIndexView index = result.index.view();
       attend_head(q_tiled, k_tiled, v_tiled, dim, scale, index.counts + (b * heads + h) * tiles,

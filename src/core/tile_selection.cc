@@ -42,7 +42,15 @@ void tile_selection_cpu(const TileSelectionParams& params) {
                                                      projection(params.q_projection));
       const std::vector<float> k_hat = project_tiles(stats(params.k_stats, params.k_tiles), dim,
                                                      projection(params.k_projection));
-      select_top_k(tile_logits(q_hat, k_hat, dim, params.scale), params.keep_own_tile, index, 0, 0);
+      const std::vector<float> logits = tile_logits(q_hat, k_hat, dim, params.scale);
+      const double threshold = params.thresholds ? params.thresholds[h] : 0.0;
+      VEDA_CHECK(threshold == 0.0 || (threshold > 0.0 && threshold <= 1.0), "head ", h,
+                 " has cumulative threshold ", threshold, "; expected 0 (fixed budget) or (0, 1]");
+      if (threshold > 0.0) {
+        select_cumulative(logits, threshold, params.keep_own_tile, index, 0, 0);
+      } else {
+        select_top_k(logits, params.keep_own_tile, index, 0, 0);
+      }
       std::copy(index.counts.begin(), index.counts.end(), params.counts + head * params.q_tiles);
       std::copy(index.indices.begin(), index.indices.end(),
                 params.indices + head * params.q_tiles * params.budget);

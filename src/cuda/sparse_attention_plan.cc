@@ -92,6 +92,15 @@ SparseAttentionPlan::SparseAttentionPlan(SparseLayerSettings settings)
   VEDA_CHECK(s.global_head.empty() || static_cast<std::int64_t>(s.global_head.size()) == s.heads,
              "sparse attention plan got ", s.global_head.size(), " global head indices for ",
              s.heads, " local heads");
+  VEDA_CHECK(
+      s.head_thresholds.empty() || static_cast<std::int64_t>(s.head_thresholds.size()) == s.heads,
+      "sparse attention plan got ", s.head_thresholds.size(), " cumulative thresholds for ",
+      s.heads, " local heads; expected none or one per head");
+  for (std::size_t h = 0; h < s.head_thresholds.size(); ++h) {
+    const double threshold = s.head_thresholds[h];
+    VEDA_CHECK(threshold == 0.0 || (threshold > 0.0 && threshold <= 1.0), "head ", h,
+               " has cumulative threshold ", threshold, "; expected 0 (fixed budget) or (0, 1]");
+  }
   VEDA_CHECK(s.text_tokens >= 0, "sparse attention plan got text_tokens = ", s.text_tokens,
              "; expected 0 (video only) or more");
   VEDA_CHECK(s.text_position == TextPosition::kAfter || s.text_position == TextPosition::kBefore,
@@ -120,12 +129,14 @@ SparseAttentionPlan::SparseAttentionPlan(SparseLayerSettings settings)
   order_ = upload(order);
   head_group_ = upload(head_group);
   if (!s.global_head.empty()) global_head_ = upload(s.global_head);
+  if (!s.head_thresholds.empty()) thresholds_ = upload(s.head_thresholds);
 }
 
 SparseAttentionPlan::~SparseAttentionPlan() {
   cudaFree(order_);
   cudaFree(head_group_);
   cudaFree(global_head_);
+  cudaFree(thresholds_);
 }
 
 namespace {
@@ -226,6 +237,7 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
   selection.q_stats = w.q_stats, selection.k_stats = w.k_stats;
   selection.q_projection = s.q_projection, selection.k_projection = s.k_projection;
   selection.global_head = global_head_;
+  selection.thresholds = thresholds_;
   selection.scale = 1.0f / std::sqrt(static_cast<float>(s.dim));
   selection.keep_own_tile = s.keep_own_tile;
   selection.budget = budget_;

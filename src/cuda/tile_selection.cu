@@ -1,6 +1,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "veda/block_index.h"
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
 #include "veda/tile_statistics.h"
@@ -100,12 +101,23 @@ __device__ unsigned order_key(float score) {
   return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
 }
 
+// The logit an order key was made from (NaN came back as -inf, -0 as +0).
+__device__ float key_score(unsigned key) {
+  return __uint_as_float(key & 0x80000000u ? key & 0x7FFFFFFFu : ~key);
+}
+
+__device__ double warp_sum(double value) {
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(kFullWarp, value, offset);
+  return value;
+}
+
 struct SelectArgs {
   const float* q_hat;  // [B, H, Tq, D]
   const float* k_hat;  // [B, H, Tk, D]
   std::int64_t q_tiles, k_tiles, dim, padded_dim, budget;
   float scale;
   bool keep_own_tile;
+  const double* thresholds;  // [H] or nullptr
   std::int32_t* counts;
   std::int32_t* indices;
 };
@@ -178,10 +190,66 @@ __device__ void radix_select(const unsigned* keys, int k_tiles, int own, int nee
   equal_needed = need;
 }
 
+// Cumulative threshold of one warp's row: how many tiles besides `own` to take, i.e. the fewest
+// best tiles whose softmax mass, added to the own tile's, reaches threshold * total, capped at
+// `cap` and at the tiles of positive weight (the CPU reference's walk, select_cumulative). The
+// weights exp(s - peak) are summed in double as there; the count is found by bisection, each
+// step a radix select of the best n tiles and a sum of their weights.
+__device__ int cumulative_count(const unsigned* keys, int k_tiles, int own, int cap,
+                                double threshold, unsigned* histogram) {
+  const int lane = threadIdx.x % 32;
+  unsigned top = 0u;
+  for (int j = lane; j < k_tiles; j += 32) top = max(top, keys[j]);
+  for (int offset = 16; offset > 0; offset /= 2) {
+    top = max(top, __shfl_xor_sync(kFullWarp, top, offset));
+  }
+  const double peak = key_score(top);
+  if (!isfinite(peak)) return own >= 0 ? 0 : 1;  // no mass anywhere: the first tile only
+  const auto weight = [&](unsigned key) { return exp(static_cast<double>(key_score(key)) - peak); };
+  double total = 0.0;
+  int positive = 0;  // tiles other than own with weight > 0
+  for (int j = lane; j < k_tiles; j += 32) {
+    const double w = weight(keys[j]);
+    total += w;
+    positive += j != own && w > 0.0;
+  }
+  total = warp_sum(total);
+  for (int offset = 16; offset > 0; offset /= 2) {
+    positive += __shfl_xor_sync(kFullWarp, positive, offset);
+  }
+  const double target = threshold * total;
+  const double own_mass = own >= 0 ? weight(keys[own]) : 0.0;
+  if (own >= 0 && own_mass >= target) return 0;
+  const int most = min(cap, positive);
+  if (most < 1) return 0;
+  // Mass of the own tile and the best n others (ties: lower index first).
+  const auto mass_of_best = [&](int n) {
+    unsigned cut;
+    int equal_needed;
+    radix_select(keys, k_tiles, own, n, histogram, cut, equal_needed);
+    double mass = 0.0;
+    for (int j = lane; j < k_tiles; j += 32) {
+      if (j != own && keys[j] > cut) mass += weight(keys[j]);
+    }
+    return own_mass + warp_sum(mass) + equal_needed * weight(cut);
+  };
+  int low = 1, high = most;  // the answer is in [low, high]: `most` when no n reaches the target
+  while (low < high) {
+    const int middle = (low + high) / 2;
+    if (mass_of_best(middle) >= target) {
+      high = middle;
+    } else {
+      low = middle + 1;
+    }
+  }
+  return low;
+}
+
 // Block (kRows query tiles, head, batch). Phase 1: logits of the rows against every key tile as
 // a register-tiled SGEMM (SelectLayout), stored as order keys in shared memory. Phase 2: warp w
-// selects rows w, w + 8, ... by radix select, then writes the chosen tiles in ascending order
-// with ballots.
+// selects rows w, w + 8, ... by radix select (after the cumulative count where the head has a
+// threshold), then writes the chosen tiles in ascending order with ballots and pads the row
+// with kPaddedSlot.
 template <int kRows>
 __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   using Layout = SelectLayout<kRows>;
@@ -264,15 +332,19 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   __syncthreads();
 
   const unsigned lower_lanes = (1u << lane) - 1u;
+  const double threshold = args.thresholds ? args.thresholds[head] : 0.0;
   for (int r = warp; r < rows; r += kWarps) {
     const std::int64_t tile = first + r;
     const unsigned* row_keys = keys + r * k_tiles;
     const int own = args.keep_own_tile && tile < k_tiles ? static_cast<int>(tile) : -1;
-    const int need = static_cast<int>(args.budget) - (own >= 0 ? 1 : 0);
-    unsigned threshold = 0xFFFFFFFFu;  // above every key: only the own tile when need is 0
+    const int cap = static_cast<int>(args.budget) - (own >= 0 ? 1 : 0);
+    const int need = threshold > 0.0 ? cumulative_count(row_keys, k_tiles, own, cap, threshold,
+                                                        histograms + warp * 256)
+                                     : cap;
+    unsigned cut = 0xFFFFFFFFu;  // above every key: only the own tile when need is 0
     int equal_needed = 0;
     if (need > 0) {
-      radix_select(row_keys, k_tiles, own, need, histograms + warp * 256, threshold, equal_needed);
+      radix_select(row_keys, k_tiles, own, need, histograms + warp * 256, cut, equal_needed);
     }
     std::int32_t* out = args.indices + (head_row * args.q_tiles + tile) * args.budget;
     int written = 0, equal_before = 0;
@@ -280,16 +352,18 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
       const int j = base + lane;
       const unsigned key = j < k_tiles ? row_keys[j] : 0u;
       const bool candidate = j < k_tiles && j != own;
-      const unsigned equal = __ballot_sync(kFullWarp, candidate && key == threshold);
+      const unsigned equal = __ballot_sync(kFullWarp, candidate && key == cut);
       const bool taken_equal =
           (equal >> lane & 1u) && equal_before + __popc(equal & lower_lanes) < equal_needed;
-      const bool chosen = j == own || (candidate && key > threshold) || taken_equal;
+      const bool chosen = j == own || (candidate && key > cut) || taken_equal;
       const unsigned chosen_lanes = __ballot_sync(kFullWarp, chosen);
       if (chosen) out[written + __popc(chosen_lanes & lower_lanes)] = j;
       written += __popc(chosen_lanes);
       equal_before += __popc(equal);
     }
-    if (lane == 0) args.counts[head_row * args.q_tiles + tile] = static_cast<int>(args.budget);
+    const int count = need + (own >= 0 ? 1 : 0);
+    for (std::int64_t slot = count + lane; slot < args.budget; slot += 32) out[slot] = kPaddedSlot;
+    if (lane == 0) args.counts[head_row * args.q_tiles + tile] = count;
   }
 }
 
@@ -346,8 +420,9 @@ void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream)
 
   const std::int64_t padded_dim = (params.dim + kDepth - 1) / kDepth * kDepth;
   const SelectArgs args{
-      q_hat,         k_hat,        params.q_tiles,       params.k_tiles, params.dim,    padded_dim,
-      params.budget, params.scale, params.keep_own_tile, params.counts,  params.indices};
+      q_hat,         k_hat,         params.q_tiles, params.k_tiles,       params.dim,
+      padded_dim,    params.budget, params.scale,   params.keep_own_tile, params.thresholds,
+      params.counts, params.indices};
   // 32 query tiles per block (each k^ row read once per 32) where their keys fit next to the
   // staging buffers (Tk <= ~2,400 on Hopper); 4 for longer sequences (Tk up to kMaxKeyTiles).
   int device = 0, shared_limit = 0;

@@ -86,6 +86,7 @@ Reference reference_run(const SparseLayerSettings& s, const std::vector<float>& 
   selection.k_tiles = tiles, selection.dim = dim, selection.budget = index.budget;
   selection.scale = 1.0f / std::sqrt(static_cast<float>(dim));
   selection.keep_own_tile = s.keep_own_tile;
+  selection.thresholds = s.head_thresholds.empty() ? nullptr : s.head_thresholds.data();
   selection.counts = index.counts.data(), selection.indices = index.indices.data();
   tile_selection_cpu(selection);
 
@@ -117,9 +118,40 @@ struct PlanCase {
   std::vector<TileShape> tiles;
   double sparsity;
   bool projected;
+  std::vector<double> thresholds = {};  // per head, or none
 };
 
 void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }  // not its bytes
+
+// Seeded random bf16 q, k, v (`elements` values each) and, where `projected`, estimator
+// parameters (0.02 x normal) of heads + 1 global heads, to which the settings' local heads then
+// map in reverse (local h -> global heads - h): a head index that is not the identity.
+struct LayerInputs {
+  std::vector<std::uint16_t> qkv[3];
+  std::vector<float> projection_q, projection_k;
+};
+
+LayerInputs random_layer(SparseLayerSettings& settings, std::size_t elements, bool projected,
+                         std::uint32_t seed) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  LayerInputs in;
+  for (auto& x : in.qkv) {
+    x.resize(elements);
+    for (auto& value : x) value = float_to_bf16(normal(generator));
+  }
+  const std::int64_t global_heads = settings.heads + 1, dim = settings.dim;
+  if (projected) {
+    for (auto* p : {&in.projection_q, &in.projection_k}) {
+      p->resize(static_cast<std::size_t>(global_heads * 3 * dim * dim));
+      for (float& value : *p) value = 0.02f * normal(generator);
+    }
+  }
+  for (std::int64_t h = 0; h < settings.heads; ++h) {
+    settings.global_head.push_back(static_cast<std::int32_t>(global_heads - 1 - h));
+  }
+  return in;
+}
 
 class SparseAttentionPlanCuda : public ::testing::TestWithParam<PlanCase> {};
 
@@ -128,25 +160,11 @@ TEST_P(SparseAttentionPlanCuda, MatchesTheCpuComposition) {
   const PlanCase& c = GetParam();
   const std::int64_t tokens = c.grid.tokens(), dim = c.dim;
   const auto elements = static_cast<std::size_t>(c.batch * tokens * c.heads * dim);
-  std::mt19937 generator(static_cast<std::uint32_t>(tokens + dim));
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<std::uint16_t> inputs[3];
-  for (auto& x : inputs) {
-    x.resize(elements);
-    for (auto& value : x) value = float_to_bf16(normal(generator));
-  }
-  std::vector<float> projection_q, projection_k;
-  const std::int64_t global_heads = c.heads + 1;
-  if (c.projected) {
-    for (auto* p : {&projection_q, &projection_k}) {
-      p->resize(static_cast<std::size_t>(global_heads * 3 * dim * dim));
-      for (float& value : *p) value = 0.02f * normal(generator);
-    }
-  }
   SparseLayerSettings settings = layer(c.grid, c.batch, c.heads, dim, c.tiles, c.sparsity);
-  for (std::int64_t h = 0; h < c.heads; ++h) {
-    settings.global_head.push_back(static_cast<std::int32_t>(global_heads - 1 - h));
-  }
+  settings.head_thresholds = c.thresholds;
+  const LayerInputs in =
+      random_layer(settings, elements, c.projected, static_cast<std::uint32_t>(tokens + dim));
+  const auto& [inputs, projection_q, projection_k] = in;
   const auto view = [&](const void* data) {
     return TokensView::contiguous(data, DType::kBF16, c.batch, tokens, c.heads, dim);
   };
@@ -190,7 +208,10 @@ INSTANTIATE_TEST_SUITE_P(
                  {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}},
                  0.9,
                  true},
-        PlanCase{"WanLikeRows", 1, {5, 45, 16}, 2, 128, {{2, 8, 8}, {8, 4, 4}}, 0.95, true}),
+        PlanCase{"WanLikeRows", 1, {5, 45, 16}, 2, 128, {{2, 8, 8}, {8, 4, 4}}, 0.95, true},
+        // Head 0 keeps the fewest tiles holding 70% of the estimated mass (at most the budget).
+        PlanCase{
+            "CumulativeThreshold", 2, {3, 10, 21}, 2, 64, {{1, 8, 16}}, 0.5, true, {0.7, 0.0}}),
     [](const auto& test) { return std::string(test.param.name); });
 
 TEST(SparseAttentionPlanCuda, RejectsMismatchedCallsWithClearMessages) {
@@ -400,26 +421,11 @@ TEST_P(SparseAttentionPlanTextCuda, MatchesTheCpuComposition) {
   const TextCase& c = GetParam();
   const std::int64_t length = c.grid.tokens() + c.text_tokens, dim = c.dim;
   const auto elements = static_cast<std::size_t>(c.batch * length * c.heads * dim);
-  std::mt19937 generator(static_cast<std::uint32_t>(7 * length + dim));
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<std::uint16_t> inputs[3];
-  for (auto& x : inputs) {
-    x.resize(elements);
-    for (auto& value : x) value = float_to_bf16(normal(generator));
-  }
-  std::vector<float> projection_q, projection_k;
-  const std::int64_t global_heads = c.heads + 1;
-  if (c.projected) {
-    for (auto* p : {&projection_q, &projection_k}) {
-      p->resize(static_cast<std::size_t>(global_heads * 3 * dim * dim));
-      for (float& value : *p) value = 0.02f * normal(generator);
-    }
-  }
   SparseLayerSettings settings = layer(c.grid, c.batch, c.heads, dim, c.tiles, c.sparsity);
   settings.text_tokens = c.text_tokens, settings.text_position = c.position;
-  for (std::int64_t h = 0; h < c.heads; ++h) {
-    settings.global_head.push_back(static_cast<std::int32_t>(global_heads - 1 - h));
-  }
+  const LayerInputs in =
+      random_layer(settings, elements, c.projected, static_cast<std::uint32_t>(7 * length + dim));
+  const auto& [inputs, projection_q, projection_k] = in;
   const TextReference reference = reference_text_run(settings, projection_q, projection_k, inputs);
   // The comparison can fail: leaving the text keys out of the video rows (a missing or wrong
   // merge) moves them by well over the tolerance. (Checked without a GPU too.)
@@ -524,6 +530,17 @@ INSTANTIATE_TEST_SUITE_P(
                  TextPosition::kBefore,
                  true}),
     [](const auto& test) { return std::string(test.param.name); });
+
+TEST(SparseAttentionPlanCuda, RejectsBadThresholdsBeforeTouchingTheDevice) {
+  SparseLayerSettings settings = layer({2, 8, 16}, 1, 2, 64, {{1, 8, 16}}, 0.5);
+  settings.head_thresholds = {0.9};
+  expect_error([&] { const SparseAttentionPlan plan(settings); },
+               "sparse attention plan got 1 cumulative thresholds for 2 local heads; expected "
+               "none or one per head");
+  settings.head_thresholds = {0.9, 1.5};
+  expect_error([&] { const SparseAttentionPlan plan(settings); },
+               "head 1 has cumulative threshold 1.5; expected 0 (fixed budget) or (0, 1]");
+}
 
 TEST(SparseAttentionPlanCuda, RejectsBadTextSettingsBeforeTouchingTheDevice) {
   // No GPU needed: the constructor validates the settings before it uploads anything.

@@ -50,6 +50,9 @@ struct SparseLayerSettings {
   // One tile shape per local head, or a single shape for all heads.
   std::vector<TileShape> head_tiles = std::vector<TileShape>(1);  // one 1x8x16 shape
   double sparsity = 0.9;  // fixed budget ceil((1 - sparsity) * T) key tiles per row
+  // Per local head, or empty: a value in (0, 1] keeps the fewest best tiles whose estimated
+  // softmax mass reaches it, capped at the budget (a profile's "threshold"); 0 the fixed budget.
+  std::vector<double> head_thresholds;
   bool keep_own_tile = true;
   // Local -> global head (sequence-parallel head splits); empty: identity.
   std::vector<std::int32_t> global_head;
@@ -85,6 +88,7 @@ class SparseAttentionPlan {
   std::int32_t* order_ = nullptr;        // device [G, N]
   std::int32_t* head_group_ = nullptr;   // device [H]
   std::int32_t* global_head_ = nullptr;  // device [H] or nullptr
+  double* thresholds_ = nullptr;         // device [H] or nullptr
 };
 
 }  // namespace veda
