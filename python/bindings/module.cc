@@ -5,6 +5,8 @@
 // Built with CUDA (VEDA_CUDA=ON), the module also has the GPU entries attention_cuda,
 // sparse_attention_cuda and plan_workspace_bytes: device pointers, the caller's stream, outputs
 // and workspace allocated by the caller (torch's caching allocator), nothing allocated per call.
+// sparse_attention_cuda also takes the text tokens of joint-attention models (the plan attends
+// them densely both ways in the same run).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/array.h>
 #include <nanobind/stl/string.h>
@@ -117,14 +119,15 @@ void attention(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v, co
 // Sparse self-attention over the video grid (veda::sparse_attention_cpu): q, k, v [B, N, H, D]
 // with N = grid tokens; out [B, N, H, D] in out's dtype, lse [B, N, H] float32. Method veda:
 // q_projection, k_projection point to `projection_values` float32 each, [H, 3D, D] for q's heads
-// (0 and 0 otherwise). Returns the sparsity of the index actually used (1 - kept tile pairs /
+// (0 and 0 otherwise). threshold: 0 (the fixed budget) or the cumulative mass, capped at the
+// budget, for every head. Returns the sparsity of the index actually used (1 - kept tile pairs /
 // all tile pairs).
 double sparse_attention(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v,
                         const TensorSpec& out, const LseSpec& lse, const std::string& method,
                         double sparsity, const std::array<std::int64_t, 3>& grid,
                         const std::array<int, 3>& tile, std::uintptr_t q_projection,
                         std::uintptr_t k_projection, std::int64_t projection_values,
-                        std::uintptr_t /*stream*/) {
+                        double threshold, std::uintptr_t /*stream*/) {
   const TokensView q_view = tokens_view(q, "q");
   const TokensView k_view = tokens_view(k, "k");
   const TokensView v_view = tokens_view(v, "v");
@@ -137,6 +140,7 @@ double sparse_attention(const TensorSpec& q, const TensorSpec& k, const TensorSp
   config.grid = Grid{grid[0], grid[1], grid[2]};
   config.grid.validate();
   config.tile = TileShape{tile[0], tile[1], tile[2]};
+  config.threshold = threshold;
   const auto values = static_cast<std::size_t>(projection_values);
   config.q_projection = {reinterpret_cast<const float*>(q_projection), values};
   config.k_projection = {reinterpret_cast<const float*>(k_projection), values};
@@ -189,8 +193,16 @@ class DeviceScope {
   int device_ = 0, previous_ = 0;
 };
 
+// "after" or "before": where the text tokens sit in q's L rows (veda.sparse_attention's names).
+TextPosition text_position_from(const std::string& name) {
+  VEDA_CHECK(name == "after" || name == "before", "text_position '", name,
+             "' is not known; expected 'after' or 'before'");
+  return name == "before" ? TextPosition::kBefore : TextPosition::kAfter;
+}
+
 // What a SparseAttentionPlan is built for. Projection pointers are part of the key: a plan holds
-// them, so a new estimator upload gets a new plan.
+// them, so a new estimator upload gets a new plan. Text tokens and their position change the
+// rows the plan takes (L = N + text_tokens) and its workspace, so they are part of it too.
 struct PlanKey {
   int device = 0;
   std::array<std::int64_t, 3> grid{};
@@ -198,8 +210,11 @@ struct PlanKey {
   int dtype = 0;
   std::vector<std::array<int, 3>> tiles;  // one for all heads, or one per head
   double sparsity = 0.0;
+  std::vector<double> thresholds;         // per head (0: fixed budget), or empty
   std::vector<std::int32_t> global_head;  // empty: identity
   std::uintptr_t q_projection = 0, k_projection = 0;
+  std::int64_t text_tokens = 0;
+  TextPosition text_position = TextPosition::kAfter;
   auto operator<=>(const PlanKey&) const = default;
 };
 
@@ -224,9 +239,12 @@ const SparseAttentionPlan& plan_for(const PlanKey& key) {
   settings.head_tiles.clear();
   for (const auto& [pt, ph, pw] : key.tiles) settings.head_tiles.push_back(TileShape{pt, ph, pw});
   settings.sparsity = key.sparsity;
+  settings.head_thresholds = key.thresholds;
   settings.global_head = key.global_head;
   settings.q_projection = reinterpret_cast<const float*>(key.q_projection);
   settings.k_projection = reinterpret_cast<const float*>(key.k_projection);
+  settings.text_tokens = key.text_tokens;
+  settings.text_position = key.text_position;
   const DeviceScope scope(key.device);
   auto plan = std::make_unique<SparseAttentionPlan>(std::move(settings));
   return *plans.emplace(key, std::move(plan)).first->second;
@@ -235,9 +253,13 @@ const SparseAttentionPlan& plan_for(const PlanKey& key) {
 PlanKey plan_key(int device, const std::array<std::int64_t, 3>& grid, std::int64_t batch,
                  std::int64_t heads, std::int64_t dim, int dtype,
                  const std::vector<std::array<int, 3>>& tiles, double sparsity,
+                 const std::vector<double>& thresholds,
                  const std::vector<std::int32_t>& global_head, std::uintptr_t q_projection,
-                 std::uintptr_t k_projection, std::int64_t projection_heads) {
+                 std::uintptr_t k_projection, std::int64_t projection_heads,
+                 std::int64_t text_tokens, const std::string& text_position) {
   VEDA_CHECK(sparsity >= 0.0 && sparsity < 1.0, "sparsity ", sparsity, "; expected [0, 1)");
+  VEDA_CHECK(text_tokens >= 0, "text_tokens is ", text_tokens, "; expected at least 0");
+  const TextPosition position = text_position_from(text_position);
   VEDA_CHECK((q_projection == 0) == (k_projection == 0),
              "got one estimator projection; expected both p_q and p_k, or neither");
   if (q_projection != 0) {
@@ -248,19 +270,24 @@ PlanKey plan_key(int device, const std::array<std::int64_t, 3>& grid, std::int64
     VEDA_CHECK(!global_head.empty() || heads <= projection_heads, "the projections hold ",
                projection_heads, " heads but q has ", heads, " and no global head indices");
   }
-  return PlanKey{device, grid,     batch,       heads,        dim,         dtype,
-                 tiles,  sparsity, global_head, q_projection, k_projection};
+  return PlanKey{device,       grid,         batch,       heads,      dim,
+                 dtype,        tiles,        sparsity,    thresholds, global_head,
+                 q_projection, k_projection, text_tokens, position};
 }
 
-// Workspace bytes the sparse call of these settings needs (builds the plan if it is new).
+// Workspace bytes the sparse call of these settings needs (builds the plan if it is new); with
+// text tokens 8 * B*N*H bytes more (the video rows' two lse partials).
 std::size_t plan_workspace_bytes(int device, const std::array<std::int64_t, 3>& grid,
                                  std::int64_t batch, std::int64_t heads, std::int64_t dim,
                                  int dtype, const std::vector<std::array<int, 3>>& tiles,
-                                 double sparsity, const std::vector<std::int32_t>& global_head,
+                                 double sparsity, const std::vector<double>& thresholds,
+                                 const std::vector<std::int32_t>& global_head,
                                  std::uintptr_t q_projection, std::uintptr_t k_projection,
-                                 std::int64_t projection_heads) {
-  const PlanKey key = plan_key(device, grid, batch, heads, dim, dtype, tiles, sparsity, global_head,
-                               q_projection, k_projection, projection_heads);
+                                 std::int64_t projection_heads, std::int64_t text_tokens,
+                                 const std::string& text_position) {
+  const PlanKey key =
+      plan_key(device, grid, batch, heads, dim, dtype, tiles, sparsity, thresholds, global_head,
+               q_projection, k_projection, projection_heads, text_tokens, text_position);
   return plan_for(key).workspace_bytes();
 }
 
@@ -283,16 +310,20 @@ void attention_gpu(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v
   attention_cuda(params, reinterpret_cast<cudaStream_t>(stream));
 }
 
-// Sparse self-attention over the video grid on the GPU (veda::SparseAttentionPlan::run): out
-// contiguous [B, N, H, D] in q's dtype, lse contiguous [B, N, H] float32, workspace of at least
-// plan_workspace_bytes(...) bytes. Returns the key tiles kept per query tile (the budget).
+// Sparse self-attention over the video grid on the GPU (veda::SparseAttentionPlan::run): q, k, v
+// [B, L, H, D] with L = N + text_tokens (text rows "after" or "before" the video, attended
+// densely both ways in the same run), out contiguous [B, L, H, D] in q's dtype, lse contiguous
+// [B, L, H] float32, workspace of at least plan_workspace_bytes(...) bytes. Returns the key
+// tiles kept per query tile (the budget).
 std::int64_t sparse_attention_gpu(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v,
                                   const TensorSpec& out, const LseSpec& lse,
                                   const std::array<std::int64_t, 3>& grid,
                                   const std::vector<std::array<int, 3>>& tiles, double sparsity,
+                                  const std::vector<double>& thresholds,
                                   const std::vector<std::int32_t>& global_head,
                                   std::uintptr_t q_projection, std::uintptr_t k_projection,
-                                  std::int64_t projection_heads, std::uintptr_t workspace,
+                                  std::int64_t projection_heads, std::int64_t text_tokens,
+                                  const std::string& text_position, std::uintptr_t workspace,
                                   std::size_t workspace_size, int device, std::uintptr_t stream) {
   const TokensView q_view = tokens_view(q, "q");
   const TokensView k_view = tokens_view(k, "k");
@@ -306,12 +337,18 @@ std::int64_t sparse_attention_gpu(const TensorSpec& q, const TensorSpec& k, cons
   check_packed(lse_shape, std::get<1>(lse).data(), 3, "lse");
   const Grid video{grid[0], grid[1], grid[2]};
   video.validate();
-  VEDA_CHECK(video.tokens() == q_view.tokens, "grid ", video.str(), " has ", video.tokens(),
-             " tokens but q has N = ", q_view.tokens);
+  if (text_tokens == 0) {
+    VEDA_CHECK(video.tokens() == q_view.tokens, "grid ", video.str(), " has ", video.tokens(),
+               " tokens but q has N = ", q_view.tokens);
+  } else {
+    VEDA_CHECK(video.tokens() + text_tokens == q_view.tokens, "grid ", video.str(), " has ",
+               video.tokens(), " tokens but q has L = ", q_view.tokens,
+               " (text_tokens = ", text_tokens, ")");
+  }
   // A named key: GCC 13's -Wdangling-reference flags a reference bound to plan_for(temporary).
-  const PlanKey key =
-      plan_key(device, grid, q_view.batch, q_view.heads, q_view.dim, std::get<1>(q), tiles,
-               sparsity, global_head, q_projection, k_projection, projection_heads);
+  const PlanKey key = plan_key(device, grid, q_view.batch, q_view.heads, q_view.dim, std::get<1>(q),
+                               tiles, sparsity, thresholds, global_head, q_projection, k_projection,
+                               projection_heads, text_tokens, text_position);
   const SparseAttentionPlan& plan = plan_for(key);
   const DeviceScope scope(device);
   plan.run(q_view, k_view, v_view, reinterpret_cast<void*>(std::get<0>(out)),
@@ -354,7 +391,8 @@ NB_MODULE(_veda, m) {
   m.def("sparse_attention", &sparse_attention, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("lse"), nb::arg("method"), nb::arg("sparsity"), nb::arg("grid"),
         nb::arg("tile"), nb::arg("q_projection"), nb::arg("k_projection"),
-        nb::arg("projection_values"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>(),
+        nb::arg("projection_values"), nb::arg("threshold"), nb::arg("stream"),
+        nb::call_guard<nb::gil_scoped_release>(),
         "Sparse self-attention over a video grid on the CPU; returns the sparsity used.");
   m.def(
       "tile_major_order",
@@ -374,18 +412,20 @@ NB_MODULE(_veda, m) {
         "Dense attention on the GPU (device pointers); launches on `stream`.");
   m.def("plan_workspace_bytes", &plan_workspace_bytes, nb::arg("device"), nb::arg("grid"),
         nb::arg("batch"), nb::arg("heads"), nb::arg("dim"), nb::arg("dtype"), nb::arg("tiles"),
-        nb::arg("sparsity"), nb::arg("global_head"), nb::arg("q_projection"),
-        nb::arg("k_projection"), nb::arg("projection_heads"),
-        nb::call_guard<nb::gil_scoped_release>(),
+        nb::arg("sparsity"), nb::arg("thresholds"), nb::arg("global_head"), nb::arg("q_projection"),
+        nb::arg("k_projection"), nb::arg("projection_heads"), nb::arg("text_tokens"),
+        nb::arg("text_position"), nb::call_guard<nb::gil_scoped_release>(),
         "Workspace bytes of sparse_attention_cuda for these settings (builds and caches the "
         "plan on first use: synchronous, once per shape).");
   m.def("sparse_attention_cuda", &sparse_attention_gpu, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("lse"), nb::arg("grid"), nb::arg("tiles"), nb::arg("sparsity"),
-        nb::arg("global_head"), nb::arg("q_projection"), nb::arg("k_projection"),
-        nb::arg("projection_heads"), nb::arg("workspace"), nb::arg("workspace_size"),
+        nb::arg("thresholds"), nb::arg("global_head"), nb::arg("q_projection"),
+        nb::arg("k_projection"), nb::arg("projection_heads"), nb::arg("text_tokens"),
+        nb::arg("text_position"), nb::arg("workspace"), nb::arg("workspace_size"),
         nb::arg("device"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>(),
-        "Sparse self-attention over a video grid on the GPU through a cached "
-        "SparseAttentionPlan; returns the key tiles kept per query tile.");
+        "Sparse self-attention over a video grid (and text tokens before or after it, dense "
+        "both ways) on the GPU through a cached SparseAttentionPlan; returns the key tiles kept "
+        "per query tile.");
   m.def("plan_count", &plan_count, "Number of cached sparse attention plans.");
 #endif
 }

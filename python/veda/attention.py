@@ -4,14 +4,18 @@ L = T*H*W video tokens of the latent grid (frame-major: index = t*H*W + h*W + w)
 `text_tokens` text tokens after or before them (joint-attention models). Text is dense in both
 directions and top-k selection only touches video->video pairs, computed exactly as:
 
-    video rows:  sparse attention over video keys          -> (O_vv, lse_vv)   veda::sparse_attention
-                 dense attention over text keys            -> (O_vt, lse_vt)   veda::attention
+    video rows:  sparse attention over video keys          -> (O_vv, lse_vv)
+                 dense attention over text keys            -> (O_vt, lse_vt)
                  lse = logaddexp(lse_vv, lse_vt)
                  O   = exp(lse_vv - lse) O_vv + exp(lse_vt - lse) O_vt        (float32, then q's dtype)
-    text rows:   dense attention over all L keys           -> (O_t, lse_t)     veda::attention
+    text rows:   dense attention over all L keys           -> (O_t, lse_t)
 
 which is softmax attention over the union of the kept video keys and all text keys (the merge is
 the standard split-softmax identity; a row with no key at all gets O = 0, lse = -inf).
+On CUDA tensors all of it is one torch.ops.veda.sparse_attention call per group of heads (the
+SparseAttentionPlan runs the four parts on one stream; O_vv passes through q's dtype before its
+merge). On CPU tensors it is composed here: torch.ops.veda.sparse_attention over the video rows,
+torch.ops.veda.attention for the two dense parts, and merge_attention in float32.
 
 CPU tensors run the C++ reference (any head dim up to 256; methods dense, oracle, meanpool), one
 op call per group of heads sharing tile shape and sparsity. CUDA tensors run the kernels
@@ -72,7 +76,9 @@ def sparse_attention(
             parallelism rank r holds heads [r*H/P, (r+1)*H/P). Default: 0..H_local-1.
         profile: per-global-head settings (a LayerProfile of veda.Profile, or a sequence of
             HeadSettings); each head then uses its own tile shape and sparsity instead of `tile`
-            and `sparsity`. method "veda" needs a LayerProfile with estimator parameters.
+            and `sparsity`, and its cumulative threshold where it has one (methods meanpool and
+            veda: the fewest best key tiles holding that share of the estimated mass, at most
+            the budget). method "veda" needs a LayerProfile with estimator parameters.
         return_lse: also return lse [B, L, H_local] (float32, natural log).
 
     Returns:
@@ -125,10 +131,14 @@ def sparse_attention(
         projections=projections,
     )
 
-    if text_tokens == 0:
-        out, lse = video_attention(q, k, v, out_dtype=None)
+    if text_tokens == 0 or on_gpu:
+        # CUDA: the plan attends the text rows and keys itself, all L rows in one op call.
+        out, lse = video_attention(
+            q, k, v, out_dtype=None, text_tokens=text_tokens, text_position=text_position
+        )
         return (out, lse) if return_lse else out
 
+    # CPU: the reference takes video rows only; compose the text parts around it.
     if text_position == "after":
         video, text = slice(0, video_tokens), slice(video_tokens, length)
     else:
@@ -192,9 +202,13 @@ def _video_attention(
     method: str,
     projections: tuple[torch.Tensor, torch.Tensor] | None,  # p_q, p_k [H_global, 3D, D]
     out_dtype: torch.dtype | None,
+    text_tokens: int = 0,
+    text_position: str = "after",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse video self-attention, one op call per group of heads: on the CPU heads sharing tile
-    shape and sparsity, on the GPU heads sharing sparsity (the plan takes a tile shape per head)."""
+    shape and sparsity, on the GPU heads sharing sparsity (the plan takes a tile shape per head).
+    With text_tokens (GPU only) q, k, v hold L = N + text_tokens rows and each call covers all of
+    them: out [B, L, H, D], lse [B, L, H]."""
     on_gpu = q.device.type == "cuda"
     groups: dict[object, list[int]] = {}
     for local, head in enumerate(settings):
@@ -208,6 +222,9 @@ def _video_attention(
             tiles = tiles[:1]
         head_index = [global_heads[m] for m in members] if projections is not None else None
         p_q, p_k = projections if projections is not None else (None, None)
+        thresholds = [settings[m].threshold or 0.0 for m in members]
+        if method not in ("meanpool", "veda") or not any(thresholds):
+            thresholds = None
         return torch.ops.veda.sparse_attention(
             q_part,
             k_part,
@@ -220,6 +237,9 @@ def _video_attention(
             head_index,
             p_q,
             p_k,
+            text_tokens,
+            text_position,
+            thresholds,
         )
 
     if len(groups) == 1:

@@ -5,20 +5,26 @@ shapes without running anything):
 
     torch.ops.veda.attention(q, k, v, out_dtype)          dense, Nq and Nk free
     torch.ops.veda.sparse_attention(q, k, v, grid, tile, method, sparsity, out_dtype,
-                                    head_index, q_projection, k_projection)
+                                    head_index, q_projection, k_projection,
+                                    text_tokens, text_position, thresholds)
                                                           video self-attention over `grid`
 
 q, k, v are [B, N, H, D] (diffusers' layout, D contiguous); both return (out [B, Nq, H, D] in
-out_dtype or q's dtype, lse [B, Nq, H] float32, natural log). Outputs are allocated by torch (its
-caching allocator on the GPU), the current stream is passed down, and nothing waits on the host.
+out_dtype or q's dtype, lse [B, Nq, H] float32, natural log). On CUDA tensors sparse_attention
+also takes text tokens (text_tokens, text_position "after" or "before" the video): q, k, v, out
+then hold L = N + text_tokens rows, and the plan attends the text densely both ways in the same
+call (on the CPU veda.sparse_attention composes that from several op calls). Outputs are
+allocated by torch (its caching allocator on the GPU), the current stream is passed down, and
+nothing waits on the host.
 
 CPU tensors run the C++ CPU reference. CUDA tensors (an extension built with VEDA_CUDA=ON) run the
 kernels: dense attention through veda::attention_cuda, sparse attention through a
 veda::SparseAttentionPlan that the extension builds once per (device, grid, B, H, D, dtype, tile
-shapes, sparsity, global heads, projections) and keeps; every call then launches on the current
-stream into a workspace that torch allocates here. Building a plan uploads its order tables
-synchronously, so the first call of a shape must come before any CUDA graph capture (torch's
-usual warm-up does that). The GPU path takes bfloat16 or float16 with head dim 64 or 128.
+shapes, sparsity, thresholds, global heads, projections, text tokens and position) and keeps;
+every call then launches on the current stream into a workspace that torch allocates here. Building a plan
+uploads its order tables synchronously, so the first call of a shape must come before any CUDA
+graph capture (torch's usual warm-up does that). The GPU path takes bfloat16 or float16 with head
+dim 64 or 128.
 
 Argument checking with readable messages is done by veda.sparse_attention; the ops only re-check
 what the C++ side cannot see (device, dtype, head dim on the GPU).
@@ -43,6 +49,7 @@ GPU_DTYPES = (torch.bfloat16, torch.float16)
 GPU_HEAD_DIMS = (64, 128)
 CPU_METHODS = ("dense", "oracle", "meanpool")
 GPU_METHODS = ("dense", "meanpool", "veda")
+TEXT_POSITIONS = ("after", "before")
 # The GPU kernels load rows in 16-byte pieces: base and batch/token/head strides of 16 bytes.
 GPU_ALIGNMENT_BYTES = 16
 
@@ -53,6 +60,10 @@ NO_GPU_BUILD_MESSAGE = (
 ORACLE_ON_GPU_MESSAGE = (
     "method 'oracle' is CPU-only for now; on CUDA tensors use meanpool, veda or dense, or move "
     "q, k, v to the CPU"
+)
+TEXT_ON_CPU_MESSAGE = (
+    "torch.ops.veda.sparse_attention takes text tokens on CUDA tensors only; the CPU reference "
+    "attends video rows only (veda.sparse_attention composes text tokens on the CPU)"
 )
 
 # Whether this build of veda._veda has the GPU entries (VEDA_CUDA=ON at build time); a plain
@@ -219,6 +230,9 @@ def sparse_attention(
     head_index: list[int] | None = None,
     q_projection: torch.Tensor | None = None,
     k_projection: torch.Tensor | None = None,
+    text_tokens: int = 0,
+    text_position: str = "after",
+    thresholds: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse self-attention over a T x H x W grid: q, k, v [B, N, H, D] with N = T*H*W.
 
@@ -232,12 +246,37 @@ def sparse_attention(
     CPU: method "dense", "oracle", "meanpool" or "veda"; `tile` is one shape (3 ints).
     CUDA: method "dense", "meanpool" or "veda"; `tile` is one shape for all heads (3 ints) or one
     per head (3 * H ints).
+
+    Text tokens (CUDA only): q, k, v [B, L, H, D] with L = N + text_tokens, the text rows "after"
+    or "before" the N video rows. The plan runs the video rows sparse over the video keys and
+    dense over the text keys, merges the two by their lse, and runs the text rows dense over all
+    L keys, in one call. Returns (out [B, L, H, D], lse [B, L, H] float32).
+
+    thresholds (methods meanpool and veda): one per head of q, each 0 (the fixed budget) or in
+    (0, 1]: per query tile the fewest best key tiles whose estimated softmax mass reaches it,
+    capped at the budget of `sparsity` (a profile's "threshold"). The CPU reference takes one
+    value for all heads of a call.
     """
     _check_operands(q, k, v)
     if q.device.type == "cuda":
         return _sparse_attention_cuda(
-            q, k, v, grid, tile, method, sparsity, out_dtype, head_index, q_projection, k_projection
+            q,
+            k,
+            v,
+            grid,
+            tile,
+            method,
+            sparsity,
+            out_dtype,
+            head_index,
+            q_projection,
+            k_projection,
+            text_tokens,
+            text_position,
+            _check_thresholds(thresholds, q.shape[2], method),
         )
+    if text_tokens != 0:
+        raise ValueError(f"text_tokens is {text_tokens}; {TEXT_ON_CPU_MESSAGE}")
     projections = (0, 0, 0)  # pointers and values per projection for the C++ call
     if method == "veda":
         p_q, p_k = _check_projections(q, q_projection, k_projection)
@@ -257,6 +296,12 @@ def sparse_attention(
             f"tile has {len(tile)} entries; the CPU reference takes one tile shape (3 ints), "
             "per-head shapes run on CUDA tensors"
         )
+    head_thresholds = _check_thresholds(thresholds, q.shape[2], method)
+    if len(set(head_thresholds)) > 1:
+        raise ValueError(
+            f"thresholds {head_thresholds} differ between heads; the CPU reference takes one "
+            "value per call (per-head thresholds run on CUDA tensors)"
+        )
     q, k, v = (_head_dim_contiguous(t) for t in (q, k, v))
     out, lse = _new_outputs(q, out_dtype)
     _veda.sparse_attention(
@@ -270,9 +315,25 @@ def sparse_attention(
         tuple(grid),
         tuple(tile),
         *projections,
+        head_thresholds[0] if head_thresholds else 0.0,
         _stream_handle(q.device),
     )
     return out, lse
+
+
+def _check_thresholds(thresholds: list[float] | None, heads: int, method: str) -> list[float]:
+    """One cumulative threshold per head (0: the fixed budget), or [] for none."""
+    if thresholds is None:
+        return []
+    values = [float(t) for t in thresholds]
+    if len(values) != heads:
+        raise ValueError(f"thresholds has {len(values)} entries; expected one per head ({heads})")
+    bad = [t for t in values if not (t == 0.0 or 0.0 < t <= 1.0)]
+    if bad:
+        raise ValueError(f"thresholds {values} hold {bad[0]}; expected 0 (fixed budget) or (0, 1]")
+    if any(values) and method not in ("meanpool", "veda"):
+        raise ValueError(f"thresholds apply to methods meanpool and veda, not {method!r}")
+    return values
 
 
 def _check_projections(
@@ -316,18 +377,28 @@ def _sparse_attention_cuda(
     head_index: list[int] | None,
     q_projection: torch.Tensor | None,
     k_projection: torch.Tensor | None,
+    text_tokens: int,
+    text_position: str,
+    thresholds: list[float],  # per head, or [] for none
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if method == "oracle":
         raise ValueError(ORACLE_ON_GPU_MESSAGE)
     if method not in GPU_METHODS:
         raise ValueError(f"method {method!r} is not known; expected dense, meanpool or veda")
-    batch, tokens, heads, dim = q.shape
-    if len(grid) != 3 or grid[0] * grid[1] * grid[2] != tokens:
+    if text_tokens < 0:
+        raise ValueError(f"text_tokens is {text_tokens}; expected at least 0")
+    if text_position not in TEXT_POSITIONS:
         raise ValueError(
-            f"grid {'x'.join(str(side) for side in grid)} has {math.prod(grid)} tokens but q has "
-            f"N = {tokens}"
+            f"text_position {text_position!r} is not known; expected 'after' or 'before'"
         )
+    batch, length, heads, dim = q.shape  # length L = N + text_tokens
+    if len(grid) != 3 or grid[0] * grid[1] * grid[2] + text_tokens != length:
+        grid_text = f"grid {'x'.join(str(side) for side in grid)} has {math.prod(grid)} tokens"
+        if text_tokens == 0:
+            raise ValueError(f"{grid_text} but q has N = {length}")
+        raise ValueError(f"{grid_text} but q has L = {length} (text_tokens = {text_tokens})")
     if method == "dense":
+        # Dense both ways everywhere: plain attention over all L rows, text or not.
         return _attention_cuda(q, k, v, out_dtype)
     if len(tile) not in (3, 3 * heads):
         raise ValueError(
@@ -342,18 +413,22 @@ def _sparse_attention_cuda(
         projection_heads = q_projection.shape[0]
         global_head = [int(h) for h in head_index] if head_index is not None else []
     q, k, v = (_gpu_aligned(t) for t in (q, k, v))
-    out, lse = _new_outputs(q, None)  # the plan writes out in q's dtype and lse [B, N, H]
+    out, lse = _new_outputs(q, None)  # the plan writes out [B, L, H, D] in q's dtype, lse [B, L, H]
     device = _device_index(q.device)
     # What the plan is built for; the extension looks its cached plan up by these.
     plan = (
         list(grid),
         tiles,
         float(sparsity),
+        thresholds,
         global_head,
         q_pointer,
         k_pointer,
         projection_heads,
+        int(text_tokens),
+        text_position,
     )
+    # Tile-major copies, statistics, index; with text 8 * B*N*H bytes more (the lse partials).
     workspace_bytes = _veda.plan_workspace_bytes(
         device, plan[0], batch, heads, dim, DTYPE_CODES[q.dtype], *plan[1:]
     )
@@ -388,5 +463,9 @@ def _sparse_attention_fake(
     head_index: list[int] | None = None,
     q_projection: torch.Tensor | None = None,
     k_projection: torch.Tensor | None = None,
+    text_tokens: int = 0,
+    text_position: str = "after",
+    thresholds: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    # q's rows are all L = N + text_tokens rows: out [B, L, H, D], lse [B, L, H].
     return _new_outputs(q, out_dtype)

@@ -61,7 +61,7 @@ class HeadSettings:
 
     tile: tuple[int, int, int] = (1, 8, 16)
     sparsity: float = 0.9
-    threshold: float | None = None  # cumulative mass, capped at the budget (not applied yet)
+    threshold: float | None = None  # cumulative mass, capped at the budget of `sparsity`
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,24 @@ CPU then select the same tiles; pure noise would leave near-ties that float32 su
 flip). Tolerances: the CPU reference computes in float32 and rounds out to bfloat16 once; the
 kernels round the probabilities to bfloat16 before P V, as flash attention does, which gives a
 relative L2 error of a few 1e-3: bound 1e-2. lse is float32 on both sides and differs only by
-summation order and exp2 approximations: bound 1e-2 absolute.
+summation order and exp2 approximations: bound 1e-2 absolute. With text tokens the GPU rounds the
+video rows' sparse part to bfloat16 once more before the lse merge (<= 2^-8 relative on that
+share of each row), which stays well inside 1e-2.
+
+On CUDA tensors text tokens go to the SparseAttentionPlan in one torch.ops.veda.sparse_attention
+call per group of heads (no torch.ops.veda.attention, no torch merge): VedaOpCalls records the
+veda ops a call dispatches, to check that.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
 import veda
+from torch.utils._python_dispatch import TorchDispatchMode
 from veda import _veda
 from veda.profile import HeadSettings, LayerProfile
 
@@ -47,6 +55,35 @@ def structured_qkv(
         noise = torch.randn(batch, smooth.shape[0], heads, dim, generator=generator)
         tensors.append((1.5 * smooth + noise).to(torch.bfloat16))
     return tuple(tensors)  # type: ignore[return-value]
+
+
+def with_text(
+    qkv: tuple[torch.Tensor, ...], text: int, position: str, seed: int
+) -> tuple[torch.Tensor, ...]:
+    """q, k, v [B, N, H, D] -> [B, N + text, H, D]: `text` noise rows after or before the video."""
+    if text == 0:
+        return qkv
+    generator = torch.Generator().manual_seed(seed)
+    joined = []
+    for video in qkv:
+        batch, _, heads, dim = video.shape
+        rows = torch.randn(batch, text, heads, dim, generator=generator).to(video.dtype)
+        joined.append(torch.cat([video, rows] if position == "after" else [rows, video], dim=1))
+    return tuple(joined)
+
+
+class VedaOpCalls(TorchDispatchMode):
+    """Records the torch.ops.veda.* calls made while active ("veda::sparse_attention", ...); the
+    ops' own internals run with the mode off, so each op call counts once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "veda":
+            self.names.append(func.name())
+        return func(*args, **(kwargs or {}))
 
 
 def rel_l2(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -96,37 +133,95 @@ def test_dense_op_with_unequal_lengths_and_float32_output():
     assert_matches_cpu(gpu, cpu)
 
 
+@pytest.mark.parametrize("method", ["meanpool", "dense"])
 @pytest.mark.parametrize("text_position", ["after", "before"])
-def test_text_tokens_on_the_gpu(text_position):
+def test_text_tokens_on_the_gpu(text_position, method):
     text = 20
     q, k, v = structured_qkv((1, 1, 1024 + text), 1, 2, 128, seed=4)
-    kwargs = {"grid": GRID, "sparsity": 0.9, "text_tokens": text, "text_position": text_position}
+    kwargs = {
+        "grid": GRID,
+        "sparsity": 0.9,
+        "method": method,
+        "text_tokens": text,
+        "text_position": text_position,
+    }
     cpu = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
-    gpu = veda.sparse_attention(q.cuda(), k.cuda(), v.cuda(), return_lse=True, **kwargs)
+    with VedaOpCalls() as calls:
+        gpu = veda.sparse_attention(q.cuda(), k.cuda(), v.cuda(), return_lse=True, **kwargs)
+    assert calls.names == ["veda::sparse_attention"]  # the plan's text path, no composition
     assert_matches_cpu(gpu, cpu)
 
 
-def test_profile_heads_with_their_own_tile_shapes():
-    # Heads 0, 2 share sparsity 0.9 with different tile shapes: one plan with a shape per head.
+@pytest.mark.parametrize("text_position", ["after", "before"])
+@pytest.mark.parametrize("text", [1, 77])
+def test_text_tokens_on_a_grid_with_a_short_last_tile(text, text_position):
+    # 3x10x21 = 630 video tokens: 5 tiles, the last one of 118 tokens; L = 631 or 707.
+    grid, batch, heads, dim = (3, 10, 21), 2, 2, 64
+    q, k, v = with_text(structured_qkv(grid, batch, heads, dim, seed=20), text, text_position, 21)
+    kwargs = {"grid": grid, "sparsity": 0.75, "text_tokens": text, "text_position": text_position}
+    cpu = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
+    q, k, v = q.cuda(), k.cuda(), v.cuda()
+    with VedaOpCalls() as calls:
+        gpu = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
+    assert calls.names == ["veda::sparse_attention"]
+    length = 630 + text
+    assert gpu[0].shape == (batch, length, heads, dim) and gpu[1].shape == (batch, length, heads)
+    assert_matches_cpu(gpu, cpu)
+    # The op itself, text arguments last: the same plan, the same result.
+    args = (list(grid), [1, 8, 16], "meanpool", 0.75, None, None, None, None)
+    op = torch.ops.veda.sparse_attention(q, k, v, *args, text, text_position)
+    assert torch.equal(op[0], gpu[0]) and torch.equal(op[1], gpu[1])
+    # Text adds the video rows' two float32 lse partials to the workspace: 8 B*N*H bytes (each
+    # piece rounded up to 256 bytes).
+    plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0)  # tiles, sparsity, thresholds, global heads, ...
+    device, code = q.device.index or 0, veda.ops.DTYPE_CODES[q.dtype]
+    bytes_of = functools.partial(_veda.plan_workspace_bytes, device, list(grid), batch, heads, dim)
+    extra = bytes_of(code, *plan, text, text_position) - bytes_of(code, *plan, 0, "after")
+    assert 8 * batch * 630 * heads <= extra <= 8 * batch * 630 * heads + 512
+
+
+@pytest.mark.parametrize("text", [0, 20])
+def test_profile_heads_with_their_own_tile_shapes(text):
+    # Heads 0, 2 share sparsity 0.9 with different tile shapes: one plan with a shape per head;
+    # head 1 (0.5) another. Two op calls, each over all L rows with text tokens.
     settings = (
         HeadSettings((1, 8, 16), 0.9),
         HeadSettings((4, 4, 8), 0.5),
         HeadSettings((2, 8, 8), 0.9),
     )
     profile = LayerProfile(layer=0, heads=settings)
-    qkv = structured_qkv(GRID, 1, 3, 64, seed=5)
+    qkv = with_text(structured_qkv(GRID, 1, 3, 64, seed=5), text, "after", seed=15)
     head_index = [2, 0, 1]
-    cpu = veda.sparse_attention(
-        *qkv, grid=GRID, profile=profile, head_index=head_index, return_lse=True
-    )
-    gpu = veda.sparse_attention(
-        *(t.cuda() for t in qkv),
-        grid=GRID,
-        profile=profile,
-        head_index=head_index,
-        return_lse=True,
-    )
+    kwargs = {"grid": GRID, "profile": profile, "head_index": head_index, "text_tokens": text}
+    cpu = veda.sparse_attention(*qkv, return_lse=True, **kwargs)
+    with VedaOpCalls() as calls:
+        gpu = veda.sparse_attention(*(t.cuda() for t in qkv), return_lse=True, **kwargs)
+    assert calls.names == ["veda::sparse_attention"] * 2
     assert_matches_cpu(gpu, cpu)
+
+
+def test_cumulative_thresholds_per_head_in_one_call():
+    # One sparsity: one plan with a threshold per head (head 1 none: the fixed budget); the CPU
+    # runs each head setting in its own call. Low thresholds, so that fewer tiles than the
+    # budget (3 of 5 at 0.5) hold that share of the estimated mass.
+    settings = (
+        HeadSettings((1, 8, 16), 0.5, 0.05),
+        HeadSettings((1, 8, 16), 0.5),
+        HeadSettings((2, 8, 8), 0.5, 0.1),
+    )
+    profile = LayerProfile(layer=0, heads=settings)
+    qkv = structured_qkv((3, 10, 21), 2, 3, 64, seed=9)
+    kwargs = {"grid": (3, 10, 21), "profile": profile}
+    cpu = veda.sparse_attention(*qkv, return_lse=True, **kwargs)
+    with VedaOpCalls() as calls:
+        gpu = veda.sparse_attention(*(t.cuda() for t in qkv), return_lse=True, **kwargs)
+    assert calls.names == ["veda::sparse_attention"]
+    assert_matches_cpu(gpu, cpu)
+    # The thresholds change heads 0 and 2 only: against the same shapes at the fixed budget.
+    fixed_profile = LayerProfile(layer=0, heads=tuple(HeadSettings(s.tile, 0.5) for s in settings))
+    fixed = veda.sparse_attention(*(t.cuda() for t in qkv), grid=(3, 10, 21), profile=fixed_profile)
+    changed = [rel_l2(gpu[0][:, :, h], fixed[:, :, h]) for h in range(3)]
+    assert changed[0] > REL_L2 and changed[2] > REL_L2 and changed[1] == 0.0, changed
 
 
 def test_estimator_at_zero_is_mean_pooling_and_parameters_change_the_selection():
@@ -166,6 +261,13 @@ def test_plans_are_built_once_per_shape():
     assert _veda.plan_count() == plans
     veda.sparse_attention(*qkv, grid=(2, 8, 16), sparsity=0.7)
     assert _veda.plan_count() == plans + 1
+    # Text tokens and their position are part of the plan's key.
+    for position in ("after", "before", "after"):
+        joined = [t.cuda() for t in with_text([t.cpu() for t in qkv], 5, position, seed=8)]
+        veda.sparse_attention(
+            *joined, grid=(2, 8, 16), sparsity=0.7, text_tokens=5, text_position=position
+        )
+    assert _veda.plan_count() == plans + 3
 
 
 def test_unaligned_and_strided_inputs_give_the_same_result():
@@ -179,12 +281,19 @@ def test_unaligned_and_strided_inputs_give_the_same_result():
         assert torch.equal(veda.sparse_attention(variant, k, v, grid=GRID, sparsity=0.75), expected)
 
 
-def test_cuda_graph_capture_replays():
+@pytest.mark.parametrize("text, text_position", [(0, "after"), (77, "before")])
+def test_cuda_graph_capture_replays(text, text_position):
     shape = (1, 2, 128)
-    static = [t.cuda() for t in structured_qkv(GRID, *shape, seed=10)]
+    kwargs = {"grid": GRID, "sparsity": 0.75, "text_tokens": text, "text_position": text_position}
+
+    def inputs(seed: int) -> list[torch.Tensor]:
+        qkv = with_text(structured_qkv(GRID, *shape, seed=seed), text, text_position, seed + 100)
+        return [t.cuda() for t in qkv]
+
+    static = inputs(10)
 
     def layer() -> tuple[torch.Tensor, torch.Tensor]:
-        return veda.sparse_attention(*static, grid=GRID, sparsity=0.75, return_lse=True)
+        return veda.sparse_attention(*static, return_lse=True, **kwargs)
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -195,23 +304,23 @@ def test_cuda_graph_capture_replays():
     with torch.cuda.graph(graph):
         out, lse = layer()
 
-    fresh = [t.cuda() for t in structured_qkv(GRID, *shape, seed=11)]
+    fresh = inputs(11)
     for target, source in zip(static, fresh):
         target.copy_(source)
     graph.replay()
     torch.cuda.synchronize()
-    expected_out, expected_lse = veda.sparse_attention(
-        *fresh, grid=GRID, sparsity=0.75, return_lse=True
-    )
+    expected_out, expected_lse = veda.sparse_attention(*fresh, return_lse=True, **kwargs)
     assert torch.equal(out, expected_out)
     assert torch.equal(lse, expected_lse)
 
 
-def test_torch_compile_fullgraph_on_cuda():
-    q, k, v = (t.cuda() for t in structured_qkv(GRID, 1, 2, 64, seed=12))
+@pytest.mark.parametrize("text", [0, 77])
+def test_torch_compile_fullgraph_on_cuda(text):
+    qkv = with_text(structured_qkv(GRID, 1, 2, 64, seed=12), text, "after", seed=13)
+    q, k, v = (t.cuda() for t in qkv)
 
     def layer(q, k, v):
-        return veda.sparse_attention(q * 2, k, v, grid=GRID, sparsity=0.9, text_tokens=0)
+        return veda.sparse_attention(q * 2, k, v, grid=GRID, sparsity=0.9, text_tokens=text)
 
     compiled = torch.compile(layer, fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), layer(q, k, v), atol=0, rtol=0)
@@ -242,3 +351,10 @@ def test_unsupported_op_calls_raise_value_error():
         torch.ops.veda.attention(q, q.bfloat16(), q, None)
     with pytest.raises(ValueError, match="grid 4x8x16 has 512 tokens but q has N = 256"):
         torch.ops.veda.sparse_attention(q, q, q, [4, 8, 16], [1, 8, 16], "meanpool", 0.9, None)
+    args = ([4, 8, 16], [1, 8, 16], "meanpool", 0.9, None, None, None, None)
+    with pytest.raises(
+        ValueError, match=r"grid 4x8x16 has 512 tokens but q has L = 256 \(text_tokens = 3\)"
+    ):
+        torch.ops.veda.sparse_attention(q, q, q, *args, 3, "after")
+    with pytest.raises(ValueError, match="text_position 'middle' is not known"):
+        torch.ops.veda.sparse_attention(q, q, q, *args, 0, "middle")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -162,11 +163,66 @@ def test_profile_gives_each_head_its_tile_shape_and_sparsity():
         assert torch.equal(out[:, :, local : local + 1], alone), f"local head {local}"
 
 
+def test_cumulative_thresholds_keep_fewer_tiles():
+    grid = (4, 16, 16)  # 8 tiles: budgets 8 (sparsity 0) and 4 (0.5)
+    q, k, v = random_qkv(batch=1, tokens=1024, heads=2, dim=32, seed=4)
+    op = torch.ops.veda.sparse_attention
+    args = (list(grid), [1, 8, 16], "meanpool")
+    # Threshold 1: every tile of positive weight, i.e. all of them at sparsity 0: dense.
+    dense = op(q, k, v, *args, 0.0)
+    full = op(q, k, v, *args, 0.0, None, None, None, None, 0, "after", [1.0, 1.0])
+    torch.testing.assert_close(full[0], dense[0], atol=0, rtol=0)
+    # A low threshold keeps fewer tiles than the budget of 0.5: another output.
+    fixed = op(q, k, v, *args, 0.5)
+    low = op(q, k, v, *args, 0.5, None, None, None, None, 0, "after", [0.2, 0.2])
+    assert (low[0] - fixed[0]).abs().max() > 1e-3
+    # Through a profile: each head with its own threshold (the CPU runs them in separate calls).
+    settings = (HeadSettings((1, 8, 16), 0.5, 0.2), HeadSettings((1, 8, 16), 0.5))
+    out = veda.sparse_attention(q, k, v, grid=grid, profile=LayerProfile(0, settings))
+    torch.testing.assert_close(out[:, :, :1], low[0][:, :, :1], atol=0, rtol=0)
+    torch.testing.assert_close(out[:, :, 1:], fixed[0][:, :, 1:], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "thresholds, method, message",
+    [
+        ([0.5], "meanpool", "thresholds has 1 entries; expected one per head (2)"),
+        ([0.5, 1.5], "meanpool", "hold 1.5; expected 0 (fixed budget) or (0, 1]"),
+        ([0.5, 0.7], "meanpool", "differ between heads; the CPU reference takes one value"),
+        ([0.5, 0.5], "oracle", "thresholds apply to methods meanpool and veda, not 'oracle'"),
+    ],
+)
+def test_bad_thresholds_raise_with_clear_messages(thresholds, method, message):
+    q, k, v = random_qkv(batch=1, heads=2)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        torch.ops.veda.sparse_attention(
+            q,
+            k,
+            v,
+            list(GRID),
+            [1, 8, 16],
+            method,
+            0.5,
+            None,
+            None,
+            None,
+            None,
+            0,
+            "after",
+            thresholds,
+        )
+
+
 def test_opcheck_sparse_attention():
     q, k, v = random_qkv(batch=1, heads=2)
     torch.library.opcheck(
         torch.ops.veda.sparse_attention.default,
         (q, k, v, list(GRID), [1, 8, 16], "meanpool", 0.9, None),
+    )
+    # The text arguments come last, with defaults (0, "after"): video rows only on the CPU.
+    torch.library.opcheck(
+        torch.ops.veda.sparse_attention.default,
+        (q, k, v, list(GRID), [1, 8, 16], "meanpool", 0.9, None, None, None, None, 0, "after"),
     )
 
 
@@ -184,6 +240,13 @@ def test_fake_tensors_give_shapes_without_running():
         out, lse = veda.sparse_attention(q, q, q, grid=GRID, text_tokens=7, return_lse=True)
     assert out.shape == (2, 519, 3, 64) and out.dtype == torch.bfloat16
     assert lse.shape == (2, 519, 3) and lse.dtype == torch.float32
+    # The op with text tokens (one call on CUDA tensors): out [B, L, H, D], lse [B, L, H].
+    with FakeTensorMode():
+        q = torch.empty(2, 512 + 77, 3, 64, dtype=torch.bfloat16)
+        args = (list(GRID), [1, 8, 16], "meanpool", 0.9, None, None, None, None)
+        out, lse = torch.ops.veda.sparse_attention(q, q, q, *args, 77, "before")
+    assert out.shape == (2, 589, 3, 64) and out.dtype == torch.bfloat16
+    assert lse.shape == (2, 589, 3) and lse.dtype == torch.float32
 
 
 def test_compiled_function_is_one_graph_with_opaque_ops():
@@ -338,3 +401,11 @@ def test_cpp_errors_arrive_as_value_error():
         torch.ops.veda.sparse_attention(q, k, v, [4, 8, 8], [1, 8, 16], "meanpool", 0.9, None)
     with pytest.raises(ValueError, match="method 'top' is not known"):
         torch.ops.veda.sparse_attention(q, k, v, list(GRID), [1, 8, 16], "top", 0.9, None)
+
+
+def test_cpu_op_takes_no_text_tokens():
+    # The CPU reference attends video rows only; veda.sparse_attention composes text around it.
+    q, k, v = random_qkv(batch=1, tokens=512 + 7, heads=2)
+    args = (list(GRID), [1, 8, 16], "meanpool", 0.9, None, None, None, None)
+    with pytest.raises(ValueError, match="text_tokens is 7; .* takes text tokens on CUDA tensors"):
+        torch.ops.veda.sparse_attention(q, k, v, *args, 7, "after")
