@@ -15,7 +15,9 @@ if len(rows) < 3:
     sys.exit("ncu_table: no kernel rows in the report")
 head, units, kernels = rows[0], rows[1], rows[2:]
 col = {name: i for i, name in enumerate(head)}
-to_us = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}[units[col[TIME]]]
+to_us = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}[
+    units[col[TIME]]
+]
 print(f"{'kernel':<32} {'us':>9}" + "".join(f" {label:>7}" for label in METRICS))
 for row in kernels:
     name = row[col["Kernel Name"]].split("(")[0].split("<")[0][-32:]

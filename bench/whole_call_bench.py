@@ -14,14 +14,14 @@ Milliseconds are medians of CUDA-event timings after a warm-up. Needs a CUDA bui
 """
 
 import argparse
+import functools
 import json
 import statistics
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
 import veda.ops  # noqa: F401  (registers torch.ops.veda)
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # N -> (heads, latent grid T x H x W), as in bench/attention_bench.py.
 SIZES = {32760: (12, (21, 30, 52)), 75600: (40, (21, 45, 80)), 147600: (40, (41, 45, 80))}
@@ -49,6 +49,28 @@ def cudnn_dense(q, k, v):
         )
 
 
+def time_variants(n, batch, sparsities, repeats):
+    """Milliseconds of every variant at size n and this batch, on fresh random inputs."""
+    heads, grid = SIZES[n]
+    tiles = [side for h in range(heads) for side in SHAPES[h % 2]]
+    p_q, p_k = (0.01 * torch.randn(heads, 3 * 128, 128, device="cuda") for _ in range(2))
+    q, k, v = (
+        torch.randn(batch, n, heads, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3)
+    )
+    sparse = functools.partial(torch.ops.veda.sparse_attention, q, k, v, list(grid), tiles, "veda")
+    times = {
+        "cudnn": median_ms(functools.partial(cudnn_dense, q, k, v), repeats),
+        "veda dense": median_ms(
+            functools.partial(torch.ops.veda.attention, q, k, v, None), repeats
+        ),
+    }
+    for sparsity in sparsities:
+        times[f"veda {sparsity:.0%}"] = median_ms(
+            functools.partial(sparse, sparsity, None, None, p_q, p_k), repeats
+        )
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32760, 75600])
@@ -64,39 +86,37 @@ def main():
     torch.manual_seed(0)
     rows = []
     for n in args.sizes:
-        heads, grid = SIZES[n]
-        tiles = [x for h in range(heads) for x in SHAPES[h % 2]]
-        projections = [0.01 * torch.randn(heads, 3 * 128, 128, device="cuda") for _ in range(2)]
         for batch in args.batches:
-            q, k, v = (
-                torch.randn(batch, n, heads, 128, device="cuda", dtype=torch.bfloat16)
-                for _ in range(3)
-            )
-            times = {"cudnn": median_ms(lambda: cudnn_dense(q, k, v), args.repeats)}
-            times["veda dense"] = median_ms(
-                lambda: torch.ops.veda.attention(q, k, v, None), args.repeats
-            )
-            for sparsity in args.sparsities:
-                times[f"veda {sparsity:.0%}"] = median_ms(
-                    lambda s=sparsity: torch.ops.veda.sparse_attention(
-                        q, k, v, list(grid), tiles, "veda", s, None, None, *projections
-                    ),
-                    args.repeats,
-                )
+            times = time_variants(n, batch, args.sparsities, args.repeats)
+            torch.cuda.empty_cache()
             for name, ms in times.items():
                 rows.append(
-                    {"n": n, "heads": heads, "batch": batch, "variant": name, "ms": ms,
-                     "speedup_vs_cudnn": times["cudnn"] / ms}
+                    {
+                        "n": n,
+                        "heads": SIZES[n][0],
+                        "batch": batch,
+                        "variant": name,
+                        "ms": ms,
+                        "speedup_vs_cudnn": times["cudnn"] / ms,
+                    }
                 )
-            del q, k, v
-            torch.cuda.empty_cache()
     with open(args.out, "w") as f:
-        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                   "cudnn": torch.backends.cudnn.version(), "rows": rows}, f, indent=1)
+        json.dump(
+            {
+                "device": torch.cuda.get_device_name(),
+                "torch": torch.__version__,
+                "cudnn": torch.backends.cudnn.version(),
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
     print(f"{'N':>7} {'H':>3} {'B':>2} {'variant':<11} {'ms':>9} {'vs cuDNN':>9}")
     for r in rows:
-        print(f"{r['n']:>7} {r['heads']:>3} {r['batch']:>2} {r['variant']:<11} {r['ms']:>9.2f} "
-              f"{r['speedup_vs_cudnn']:>8.2f}x")
+        print(
+            f"{r['n']:>7} {r['heads']:>3} {r['batch']:>2} {r['variant']:<11} {r['ms']:>9.2f} "
+            f"{r['speedup_vs_cudnn']:>8.2f}x"
+        )
 
 
 if __name__ == "__main__":
