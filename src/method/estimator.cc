@@ -5,14 +5,15 @@
 #include <limits>
 
 #include "veda/error.h"
+#include "veda/tile_scoring.h"
 
 namespace veda::method {
 namespace {
 
-// c[m, n] (+)= a[m, k] b[k, n]
+// c[m, n] = a[m, k] b[k, n]
 void matmul_nn(const float* a, const float* b, float* c, std::int64_t m, std::int64_t k,
-               std::int64_t n, bool accumulate) {
-  if (!accumulate) std::fill(c, c + m * n, 0.0f);
+               std::int64_t n) {
+  std::fill(c, c + m * n, 0.0f);
   for (std::int64_t i = 0; i < m; ++i) {
     for (std::int64_t p = 0; p < k; ++p) {
       const float x = a[i * k + p];
@@ -48,17 +49,6 @@ void matmul_nt(const float* a, const float* b, float* c, std::int64_t m, std::in
       c[i * n + j] = sum;
     }
   }
-}
-
-// x^ = stats P + mean: stats [T, 3D] (mean is its first D columns), P [3D, D] -> [T, D].
-std::vector<float> descriptors(const std::vector<float>& stats, std::int64_t tiles,
-                               std::int64_t dim, const std::vector<float>& p) {
-  std::vector<float> out(tiles * dim);
-  matmul_nn(stats.data(), p.data(), out.data(), tiles, 3 * dim, dim, false);
-  for (std::int64_t t = 0; t < tiles; ++t) {
-    for (std::int64_t d = 0; d < dim; ++d) out[t * dim + d] += stats[t * 3 * dim + d];
-  }
-  return out;
 }
 
 // Diagonal P: x^[t, d] = mean[t, d] + sum_c stats[t, c, d] P[c * D + d, d].
@@ -145,10 +135,10 @@ double estimator_kl(const EstimatorParams& params, const DistillSample& sample, 
   const bool diagonal = structure == ProjectionStructure::kDiagonal;
   const std::vector<float> q_hat = diagonal
                                        ? diagonal_descriptors(sample.q_stats, tq, dim, params.p_q)
-                                       : descriptors(sample.q_stats, tq, dim, params.p_q);
+                                       : project_tiles(sample.q_stats, dim, params.p_q);
   const std::vector<float> k_hat = diagonal
                                        ? diagonal_descriptors(sample.k_stats, tk, dim, params.p_k)
-                                       : descriptors(sample.k_stats, tk, dim, params.p_k);
+                                       : project_tiles(sample.k_stats, dim, params.p_k);
   std::vector<float> z(tq * tk);
   matmul_nt(q_hat.data(), k_hat.data(), z.data(), tq, dim, tk);
 
@@ -173,8 +163,8 @@ double estimator_kl(const EstimatorParams& params, const DistillSample& sample, 
   loss /= static_cast<double>(tq);
   if (grad != nullptr) {
     std::vector<float> dq(tq * dim), dk(tk * dim, 0.0f);
-    matmul_nn(g.data(), k_hat.data(), dq.data(), tq, tk, dim, false);  // s G k^
-    matmul_tn_add(g.data(), q_hat.data(), dk.data(), tq, tk, dim);     // s G^T q^
+    matmul_nn(g.data(), k_hat.data(), dq.data(), tq, tk, dim);      // s G k^
+    matmul_tn_add(g.data(), q_hat.data(), dk.data(), tq, tk, dim);  // s G^T q^
     if (diagonal) {
       add_diagonal_gradient(sample.q_stats, dq, tq, dim, grad->p_q);
       add_diagonal_gradient(sample.k_stats, dk, tk, dim, grad->p_k);
