@@ -3,12 +3,17 @@
 //   oracle      lse pass + heat/mass pass; TFLOP/s count the two Q K^T passes, 2 x 2 N^2 D
 //   gather      tile-major gather of q, k and v with statistics of q and k (three passes);
 //               GB/s count bytes read + written
+//   stats       the statistics of q and k alone (what the plan runs: no copies); GB/s read
 //   select@95%  projections + logits + top-k for the 95% budget, estimator parameters set
 //   select@0.9  the same with a cumulative threshold of 0.9 on every head (capped at the budget)
 //   dense       attention_cuda without an index (the in-run baseline; bench/RESULTS.md has its
 //               ratio to cuDNN from the attention benchmark)
+//   copies@95%  attention_cuda over the tile-major copies with select@95%'s lists (TMA loads)
+//   rows@95%    the same reading frame-major q, k, v through the order (read_through_order,
+//               cp.async row gathers: the plan's kernel)
 //   plan@S      the whole SparseAttentionPlan::run at sparsity S (gather, selection, sparse
-//               attention, scatter), with its speedup over `dense`
+//               attention storing rows frame-major), with its speedup over `dense` and its
+//               workspace; plan@95%-rows without reordered copies (attention gathers rows)
 // Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
 // Environment: VEDA_BENCH_SIZE=<substring> times only the sizes whose name contains it;
 // VEDA_BENCH_ORACLE=0 skips the oracle (seconds at 75,600 tokens), e.g. under a profiler.
@@ -21,6 +26,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "veda/attention.h"
@@ -143,6 +149,15 @@ int main() {
     });
     std::printf("%-26s %-11s %10.2f %8.0f GB/s\n", size.name, "gather", gather_ms,
                 6.0 * static_cast<double>(elements) * 2 / (gather_ms * 1e-3) / 1e9);
+    const double stats_ms = median_ms([&] {
+      void* inputs[2] = {q, k};
+      for (int x = 0; x < 2; ++x) {
+        veda::tile_gather_cuda({view(inputs[x]), order_device, 2, group_device, nullptr, stats[x]},
+                               nullptr);
+      }
+    });
+    std::printf("%-26s %-11s %10.2f %8.0f GB/s\n", size.name, "stats", stats_ms,
+                2.0 * static_cast<double>(elements) * 2 / (stats_ms * 1e-3) / 1e9);
 
     std::vector<float> projection(static_cast<std::size_t>(heads * 3 * kDim * kDim));
     for (float& value : projection) value = 0.01f * normal(generator);
@@ -170,6 +185,7 @@ int main() {
     const double cumulative_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
     select.thresholds = nullptr;
     std::printf("%-26s %-11s %10.2f %8s\n", size.name, "select@0.9", cumulative_ms, "mass");
+    veda::tile_selection_cuda(select, nullptr);  // the fixed 95% budget's lists again
 
     auto* out = device_alloc(host.size() * 2);
     veda::AttentionParams dense;
@@ -180,7 +196,39 @@ int main() {
     const double dense_ms = median_ms([&] { veda::attention_cuda(dense, nullptr); });
     std::printf("%-26s %-11s %10.2f %8.1f TF/s\n", size.name, "dense", dense_ms,
                 oracle_flop / 2 / (dense_ms * 1e-3) / 1e12);
-    for (const double sparsity : {0.9, 0.95}) {
+    // The sparse kernel alone with the 95% lists: over the copies, then through the order.
+    const veda::BlockIndexView index{select.counts, select.indices, 1, heads, tiles,
+                                     tiles,         select.budget};
+    veda::AttentionParams sparse = dense;
+    sparse.index = &index;
+    sparse.out_order = order_device, sparse.out_head_group = group_device;
+    veda::TokensView* inputs[3] = {&sparse.q, &sparse.k, &sparse.v};
+    for (int x = 0; x < 3; ++x) {
+      *inputs[x] = {tiled[x], veda::DType::kBF16,    1,    tokens,       heads,
+                    kDim,     heads * tokens * kDim, kDim, tokens * kDim};
+    }
+    const double copies_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    // Row gathers of the copies' own (contiguous) rows: the load mechanism alone.
+    std::vector<std::int32_t> identity(order.size());
+    for (std::size_t i = 0; i < identity.size(); ++i)
+      identity[i] = static_cast<std::int32_t>(i % tokens);
+    auto* identity_device = device_alloc<std::int32_t>(identity.size() * 4);
+    check(
+        cudaMemcpy(identity_device, identity.data(), identity.size() * 4, cudaMemcpyHostToDevice));
+    sparse.out_order = identity_device;
+    sparse.read_through_order = true;
+    const double identity_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    sparse.out_order = order_device;
+    sparse.q = view(q), sparse.k = view(k), sparse.v = view(v);
+    const double rows_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rowscopy95", identity_ms,
+                dense_ms / identity_ms);
+    std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "copies@95%", copies_ms,
+                dense_ms / copies_ms);
+    std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rows@95%", rows_ms,
+                dense_ms / rows_ms);
+    for (const auto& [sparsity, copies] :
+         {std::pair{0.9, true}, std::pair{0.95, true}, std::pair{0.95, false}}) {
       veda::SparseLayerSettings settings;
       settings.grid = size.grid, settings.heads = heads, settings.dim = kDim;
       settings.head_tiles = {{1, 8, 16}, {8, 4, 4}};
@@ -188,16 +236,17 @@ int main() {
       for (std::int64_t h = 1; h < heads; h += 2) settings.head_tiles[h] = {8, 4, 4};
       settings.sparsity = sparsity;
       settings.q_projection = settings.k_projection = projection_device;
+      settings.reordered_copies = copies;
       const veda::SparseAttentionPlan plan(settings);
       void* workspace = device_alloc(plan.workspace_bytes());
       const double plan_ms = median_ms([&] {
         plan.run(view(q), view(k), view(v), out, nullptr, workspace, plan.workspace_bytes(),
                  nullptr);
       });
-      char label[16];
-      std::snprintf(label, sizeof(label), "plan@%.0f%%", sparsity * 100);
-      std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, label, plan_ms,
-                  dense_ms / plan_ms);
+      char label[24];
+      std::snprintf(label, sizeof(label), "plan@%.0f%%%s", sparsity * 100, copies ? "" : "-rows");
+      std::printf("%-26s %-11s %10.2f %7.2fx dense %7.0f MB workspace\n", size.name, label, plan_ms,
+                  dense_ms / plan_ms, static_cast<double>(plan.workspace_bytes()) / 1e6);
     }
     check(cudaDeviceSynchronize());
     for (void* pointer : allocations) check(cudaFree(pointer));

@@ -229,6 +229,73 @@ TEST(AttentionParams, OutOrderStoresEachRowAtItsFrameMajorPlace) {
   }
 }
 
+TEST(AttentionParams, ReadThroughOrderEqualsAttentionOverReorderedCopies) {
+  const Grid grid{3, 9, 20};
+  const std::int64_t tokens = grid.tokens(), heads = 2, dim = 16, tiles = tile_count(tokens);
+  const std::vector<std::vector<float>> qkv = {random_matrix(tokens * heads, dim, 31),
+                                               random_matrix(tokens * heads, dim, 32),
+                                               random_matrix(tokens * heads, dim, 33)};
+  std::vector<std::int32_t> order = tile_major_order(grid, {2, 8, 8});
+  const std::vector<std::int32_t> second = tile_major_order(grid, {1, 8, 16});
+  order.insert(order.end(), second.begin(), second.end());
+  const std::vector<std::int32_t> head_group = {1, 0};
+  // Key tiles {1, 3} for every query tile: a sparse index, so the order decides the result.
+  BlockIndex index(1, heads, tiles, tiles, 2);
+  for (std::int64_t h = 0; h < heads; ++h)
+    for (std::int64_t i = 0; i < tiles; ++i) {
+      index.count(0, h, i) = 2;
+      index.row(0, h, i)[0] = 1, index.row(0, h, i)[1] = 3;
+    }
+  const BlockIndexView index_view = index.view();
+
+  // Reordered copies [1, H, N, D]: head h's rows in its group's tile-major order.
+  std::vector<std::vector<float>> tiled(3, std::vector<float>(qkv[0].size()));
+  for (int t = 0; t < 3; ++t)
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t r = 0; r < tokens; ++r)
+        for (std::int64_t d = 0; d < dim; ++d)
+          tiled[t][(h * tokens + r) * dim + d] =
+              qkv[t][(order[head_group[h] * tokens + r] * heads + h) * dim + d];
+
+  AttentionParams params;
+  params.index = &index_view;
+  params.scale = 0.25f;
+  params.out_stride_batch = tokens * heads * dim, params.out_stride_token = heads * dim;
+  params.out_stride_head = dim;
+  params.lse_stride_batch = tokens * heads, params.lse_stride_token = heads;
+  params.lse_stride_head = 1;
+  params.out_order = order.data(), params.out_head_group = head_group.data();
+  const auto run = [&](std::vector<float>& out, std::vector<float>& lse) {
+    out.assign(qkv[0].size(), std::nanf(""));
+    lse.assign(static_cast<std::size_t>(tokens * heads), std::nanf(""));
+    params.out = out.data(), params.lse = lse.data();
+    attention_cpu(params);
+  };
+  for (int t = 0; t < 3; ++t) {
+    TokensView view{tiled[t].data(),      DType::kF32, 1,           tokens, heads, dim,
+                    heads * tokens * dim, dim,         tokens * dim};
+    (t == 0 ? params.q : t == 1 ? params.k : params.v) = view;
+  }
+  std::vector<float> copies, copies_lse, direct, direct_lse;
+  run(copies, copies_lse);
+  params.q = TokensView::contiguous(qkv[0].data(), DType::kF32, 1, tokens, heads, dim);
+  params.k = TokensView::contiguous(qkv[1].data(), DType::kF32, 1, tokens, heads, dim);
+  params.v = TokensView::contiguous(qkv[2].data(), DType::kF32, 1, tokens, heads, dim);
+  params.read_through_order = true;
+  run(direct, direct_lse);
+  EXPECT_EQ(direct, copies);
+  EXPECT_EQ(direct_lse, copies_lse);
+
+  params.out_order = nullptr;
+  try {
+    attention_cpu(params);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("out_order is null"), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST(AttentionParams, RejectsMismatchedShapesWithAClearMessage) {
   std::vector<float> data(2 * 10 * 64, 0.0f), out(data.size());
   AttentionParams params;

@@ -32,6 +32,10 @@ struct AttentionParams {
   // out_head_group [H], nullptr putting every head in group 0. nullptr out_order: row r.
   const std::int32_t* out_order = nullptr;
   const std::int32_t* out_head_group = nullptr;
+  // Read q, k, v through out_order as well: tile-major row r of head h is row
+  // out_order[out_head_group[h] * N + r] of q, k and v. Attention then runs in tile-major order
+  // straight on frame-major inputs, with no reordered copies. Needs out_order and Nq == Nk.
+  bool read_through_order = false;
 
   // Throws veda::Error naming the first inconsistent argument.
   void validate() const;

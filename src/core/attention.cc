@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "tile_products.h"
@@ -115,6 +116,12 @@ void AttentionParams::validate() const {
                index->q_tiles, " query tiles x ", index->k_tiles, " key tiles; q and k need ",
                q.batch, " x ", q.heads, " x ", tile_count(q.tokens), " x ", tile_count(k.tokens));
   }
+  VEDA_CHECK(!read_through_order || (out_order != nullptr && q.tokens == k.tokens),
+             "attention reads q, k, v through out_order, but ",
+             out_order == nullptr ? "out_order is null"
+                                  : "q has " + std::to_string(q.tokens) + " tokens and k " +
+                                        std::to_string(k.tokens),
+             "; expected an out_order and as many query as key tokens");
 }
 
 void attention_cpu(const AttentionParams& params) {
@@ -125,17 +132,22 @@ void attention_cpu(const AttentionParams& params) {
   std::vector<float> lse(static_cast<std::size_t>(q.tokens));
   for (std::int64_t b = 0; b < q.batch; ++b) {
     for (std::int64_t h = 0; h < q.heads; ++h) {
-      const std::vector<float> q_head = load_head(q, b, h);
-      const std::vector<float> k_head = load_head(params.k, b, h);
-      const std::vector<float> v_head = load_head(params.v, b, h);
-      const BlockIndexView* index = params.index;
-      attend_head(q_head, k_head, v_head, dim, params.scale,
-                  index ? index->counts + (b * index->heads + h) * index->q_tiles : nullptr,
-                  index ? index->row(b, h, 0) : nullptr, index ? index->budget : 0, out, lse);
       const std::int32_t* order =
           params.out_order
               ? params.out_order + (params.out_head_group ? params.out_head_group[h] : 0) * q.tokens
               : nullptr;
+      // Row r of the head as attention sees it: row order[r] when reading through the order.
+      const auto head_rows = [&](const TokensView& x) {
+        std::vector<float> rows = load_head(x, b, h);
+        if (!params.read_through_order) return rows;
+        std::vector<float> permuted(rows.size());
+        gather_rows(rows, {order, static_cast<std::size_t>(x.tokens)}, dim, permuted);
+        return permuted;
+      };
+      const BlockIndexView* index = params.index;
+      attend_head(head_rows(q), head_rows(params.k), head_rows(params.v), dim, params.scale,
+                  index ? index->counts + (b * index->heads + h) * index->q_tiles : nullptr,
+                  index ? index->row(b, h, 0) : nullptr, index ? index->budget : 0, out, lse);
       for (std::int64_t r = 0; r < q.tokens; ++r) {
         const std::int64_t n = order ? order[r] : r;  // the row this result is stored at
         const std::int64_t base =

@@ -47,12 +47,13 @@ class WorkspaceCarver {
 };
 
 struct Workspace {
-  void *q_tiled, *k_tiled, *v_tiled;
+  void *q_tiled, *k_tiled, *v_tiled;  // reordered_copies only, else nullptr
   float *q_stats, *k_stats;
   void* selection;
   std::int32_t *counts, *indices;
   // Text tokens only (else nullptr): the video rows' partials. out_vt [B, N, H, D] float32
-  // overlays q_tiled and k_tiled (free once the sparse attention has run); lse [B, N, H].
+  // overlays q_tiled and k_tiled when they exist (free once the sparse attention has run);
+  // lse [B, N, H].
   float *out_vt, *lse_vv, *lse_vt;
 };
 
@@ -147,10 +148,12 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
   const auto stats = static_cast<std::size_t>(s.batch * s.heads * tiles * 3 * s.dim);
   const auto rows = static_cast<std::size_t>(s.batch * s.heads * tiles);
   Workspace w{};
-  // q_tiled and k_tiled are adjacent: together at least elements * 4 bytes, room for out_vt.
-  w.q_tiled = carver.take(elements * 2);
-  w.k_tiled = carver.take(elements * 2);
-  w.v_tiled = carver.take(elements * 2);
+  if (s.reordered_copies) {
+    // q_tiled and k_tiled are adjacent: together elements * 4 bytes, room for out_vt.
+    w.q_tiled = carver.take(elements * 2);
+    w.k_tiled = carver.take(elements * 2);
+    w.v_tiled = carver.take(elements * 2);
+  }
   w.q_stats = carver.take<float>(stats * 4);
   w.k_stats = carver.take<float>(stats * 4);
   w.selection = carver.take(selection_bytes);
@@ -158,7 +161,8 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
   w.indices = carver.take<std::int32_t>(rows * static_cast<std::size_t>(budget) * 4);
   if (s.text_tokens > 0) {
     const auto video_rows = static_cast<std::size_t>(s.batch * tokens * s.heads);
-    w.out_vt = static_cast<float*>(w.q_tiled);
+    w.out_vt =
+        s.reordered_copies ? static_cast<float*>(w.q_tiled) : carver.take<float>(elements * 4);
     w.lse_vv = carver.take<float>(video_rows * 4);
     w.lse_vt = carver.take<float>(video_rows * 4);
   }
@@ -230,9 +234,13 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
     a.lse_stride_head = 1;
   };
 
+  // Per-tile statistics of q and k, and the tile-major copies when the plan makes them (else
+  // attention reads q, k, v in tile-major order through order_).
   tile_gather_cuda({q_video, order_, groups_, head_group_, w.q_tiled, w.q_stats}, stream);
   tile_gather_cuda({k_video, order_, groups_, head_group_, w.k_tiled, w.k_stats}, stream);
-  tile_gather_cuda({v_video, order_, groups_, head_group_, w.v_tiled, nullptr}, stream);
+  if (s.reordered_copies) {
+    tile_gather_cuda({v_video, order_, groups_, head_group_, w.v_tiled, nullptr}, stream);
+  }
 
   selection.q_stats = w.q_stats, selection.k_stats = w.k_stats;
   selection.q_projection = s.q_projection, selection.k_projection = s.k_projection;
@@ -245,15 +253,20 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
   selection.workspace = w.selection;
   tile_selection_cuda(selection, stream);
 
-  // The tile-major copies are [B, H, N, D]: token stride D, head stride N*D.
-  const auto tiled = [&](const void* data) {
-    return TokensView{
-        data,  s.dtype,        s.batch, tokens_, s.heads, s.dim, s.heads * tokens_ * s.dim,
-        s.dim, tokens_ * s.dim};
-  };
   const BlockIndexView index{w.counts, w.indices, s.batch, s.heads, tiles_, tiles_, budget_};
   AttentionParams sparse;
-  sparse.q = tiled(w.q_tiled), sparse.k = tiled(w.k_tiled), sparse.v = tiled(w.v_tiled);
+  if (s.reordered_copies) {
+    // The copies are [B, H, N, D]: token stride D, head stride N*D.
+    const auto tiled = [&](const void* data) {
+      return TokensView{
+          data,  s.dtype,        s.batch, tokens_, s.heads, s.dim, s.heads * tokens_ * s.dim,
+          s.dim, tokens_ * s.dim};
+    };
+    sparse.q = tiled(w.q_tiled), sparse.k = tiled(w.k_tiled), sparse.v = tiled(w.v_tiled);
+  } else {
+    sparse.q = q_video, sparse.k = k_video, sparse.v = v_video;
+    sparse.read_through_order = true;
+  }
   sparse.index = &index;
   sparse.scale = selection.scale;
   // O_vv goes straight to its frame-major rows of out; lse to the caller's rows when there is no
@@ -270,7 +283,7 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
   if (text == 0) return;
 
   const TokensView k_text = token_rows(k, text0, text), v_text = token_rows(v, text0, text);
-  // Video rows over the text keys: float32 O_vt over the (now dead) tile-major q and k copies.
+  // Video rows over the text keys: float32 O_vt, then merged into out.
   AttentionParams video_text;
   video_text.q = q_video, video_text.k = k_text, video_text.v = v_text;
   video_text.scale = selection.scale;

@@ -70,7 +70,27 @@ struct AttentionCase {
   DType dtype = DType::kBF16;
   DType out_dtype = DType::kBF16;
   bool padded_layout = false;  // token stride > H*D (q/k/v inside a larger buffer)
+  // q, k, v read through random row orders (read_through_order; two head groups, h % 2), O and
+  // lse stored through them.
+  bool permuted = false;
 };
+
+// Rows of [B, N, H, D] float x per head: result row r of head h = x row order[(h % 2) N + r]
+// (to_order), or the inverse (result row order[...] = x row r).
+std::vector<float> permute_rows(const std::vector<float>& x, const AttentionCase& c,
+                                const std::vector<std::int32_t>& order, bool to_order) {
+  std::vector<float> out(x.size());
+  const std::int64_t n = c.tokens, row = c.heads * c.dim;
+  for (std::int64_t b = 0; b < c.batch; ++b)
+    for (std::int64_t h = 0; h < c.heads; ++h)
+      for (std::int64_t r = 0; r < n; ++r) {
+        const std::int64_t other = order[(h % 2) * n + r];
+        const std::int64_t dst = to_order ? r : other, src = to_order ? other : r;
+        std::copy_n(x.begin() + (b * n + src) * row + h * c.dim, c.dim,
+                    out.begin() + (b * n + dst) * row + h * c.dim);
+      }
+  return out;
+}
 
 BlockIndex make_index(const AttentionCase& c, std::int64_t tiles, std::mt19937& generator) {
   switch (c.lists) {
@@ -225,6 +245,17 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
 
   BlockIndex index = make_index(c, tiles, generator);
   const bool dense = c.lists == Lists::kDense;
+  std::vector<std::int32_t> order, head_group;
+  if (c.permuted) {
+    for (int group = 0; group < 2; ++group) {
+      std::vector<std::int32_t> rows(static_cast<std::size_t>(n));
+      std::iota(rows.begin(), rows.end(), 0);
+      std::shuffle(rows.begin(), rows.end(), generator);
+      order.insert(order.end(), rows.begin(), rows.end());
+    }
+    for (std::int64_t h = 0; h < c.heads; ++h)
+      head_group.push_back(static_cast<std::int32_t>(h % 2));
+  }
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.dim));
 
   // fp32 reference through attention_cpu with the same params struct.
@@ -247,10 +278,22 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
   params.lse_stride_batch = n * c.heads;
   params.lse_stride_token = c.heads;
   params.lse_stride_head = 1;
+  if (c.permuted) {
+    params.out_order = order.data(), params.out_head_group = head_group.data();
+    params.read_through_order = true;
+  }
   attention_cpu(params);
 
-  const std::vector<float> plain =
-      plain_attention(packed[0], packed[1], packed[2], c, dense ? nullptr : &index, scale);
+  std::vector<float> plain;
+  if (c.permuted) {
+    plain = permute_rows(plain_attention(permute_rows(packed[0], c, order, true),
+                                         permute_rows(packed[1], c, order, true),
+                                         permute_rows(packed[2], c, order, true), c,
+                                         dense ? nullptr : &index, scale),
+                         c, order, false);
+  } else {
+    plain = plain_attention(packed[0], packed[1], packed[2], c, dense ? nullptr : &index, scale);
+  }
 
   // The GPU run on device copies, outputs poisoned.
   DeviceBuffer q(in_bytes), k(in_bytes), v(in_bytes);
@@ -276,6 +319,14 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
   params.out = out.get();
   params.out_dtype = c.out_dtype;
   params.lse = static_cast<float*>(lse.get());
+  DeviceBuffer order_device(order.size() * sizeof(std::int32_t));
+  DeviceBuffer head_group_device(head_group.size() * sizeof(std::int32_t));
+  if (c.permuted) {
+    order_device.upload(order.data());
+    head_group_device.upload(head_group.data());
+    params.out_order = static_cast<const std::int32_t*>(order_device.get());
+    params.out_head_group = static_cast<const std::int32_t*>(head_group_device.get());
+  }
 
   int device = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
@@ -358,6 +409,12 @@ const AttentionCase kCases[] = {
     {"mid", 1, 1000, 40, 64, Lists::kFull},
     {"big", 1, 32760, 1, 128, Lists::kRandom},
     {"big", 1, 32760, 1, 64, Lists::kSameTile},
+    // Read through row orders (the plan's path: frame-major inputs, no reordered copies).
+    {"small", 2, 300, 3, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true},
+    {"small", 1, 129, 2, 64, Lists::kLastTileOnly, DType::kF16, DType::kF32, true, true},
+    {"mid", 1, 1000, 40, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true},
+    {"mid", 2, 1000, 3, 64, Lists::kFull, DType::kBF16, DType::kF32, true, true},
+    {"big", 1, 32760, 2, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true},
 };
 
 std::string case_name(
@@ -367,7 +424,8 @@ std::string case_name(
                      std::to_string(c.batch) + "_N" + std::to_string(c.tokens) + "_H" +
                      std::to_string(c.heads) + "_D" + std::to_string(c.dim) + "_" +
                      lists_name(c.lists) + "_" + std::string(dtype_name(c.dtype)) + "_out" +
-                     std::string(dtype_name(c.out_dtype)) + (c.padded_layout ? "_strided" : "");
+                     std::string(dtype_name(c.out_dtype)) + (c.padded_layout ? "_strided" : "") +
+                     (c.permuted ? "_permuted" : "");
   return name + "_" + std::to_string(info.index);
 }
 

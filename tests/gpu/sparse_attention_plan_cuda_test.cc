@@ -119,6 +119,7 @@ struct PlanCase {
   double sparsity;
   bool projected;
   std::vector<double> thresholds = {};  // per head, or none
+  bool reordered_copies = true;
 };
 
 void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }  // not its bytes
@@ -162,6 +163,7 @@ TEST_P(SparseAttentionPlanCuda, MatchesTheCpuComposition) {
   const auto elements = static_cast<std::size_t>(c.batch * tokens * c.heads * dim);
   SparseLayerSettings settings = layer(c.grid, c.batch, c.heads, dim, c.tiles, c.sparsity);
   settings.head_thresholds = c.thresholds;
+  settings.reordered_copies = c.reordered_copies;
   const LayerInputs in =
       random_layer(settings, elements, c.projected, static_cast<std::uint32_t>(tokens + dim));
   const auto& [inputs, projection_q, projection_k] = in;
@@ -209,6 +211,27 @@ INSTANTIATE_TEST_SUITE_P(
                  0.9,
                  true},
         PlanCase{"WanLikeRows", 1, {5, 45, 16}, 2, 128, {{2, 8, 8}, {8, 4, 4}}, 0.95, true},
+        // Attention gathering q, k, v rows itself (no tile-major copies).
+        PlanCase{"WanLikeRowsNoCopies",
+                 1,
+                 {5, 45, 16},
+                 2,
+                 128,
+                 {{2, 8, 8}, {8, 4, 4}},
+                 0.95,
+                 true,
+                 {},
+                 false},
+        PlanCase{"TwoShapesEstimatorNoCopies",
+                 2,
+                 {3, 10, 21},
+                 3,
+                 64,
+                 {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}},
+                 0.9,
+                 true,
+                 {},
+                 false},
         // Head 0 keeps the fewest tiles holding 70% of the estimated mass (at most the budget).
         PlanCase{
             "CumulativeThreshold", 2, {3, 10, 21}, 2, 64, {{1, 8, 16}}, 0.5, true, {0.7, 0.0}}),
@@ -259,6 +282,7 @@ struct TextCase {
   std::int64_t text_tokens;
   TextPosition position;
   bool projected;
+  bool reordered_copies = true;
 };
 
 struct TextReference {
@@ -423,6 +447,7 @@ TEST_P(SparseAttentionPlanTextCuda, MatchesTheCpuComposition) {
   const auto elements = static_cast<std::size_t>(c.batch * length * c.heads * dim);
   SparseLayerSettings settings = layer(c.grid, c.batch, c.heads, dim, c.tiles, c.sparsity);
   settings.text_tokens = c.text_tokens, settings.text_position = c.position;
+  settings.reordered_copies = c.reordered_copies;
   const LayerInputs in =
       random_layer(settings, elements, c.projected, static_cast<std::uint32_t>(7 * length + dim));
   const auto& [inputs, projection_q, projection_k] = in;
@@ -528,7 +553,18 @@ INSTANTIATE_TEST_SUITE_P(
                  0.5,
                  300,
                  TextPosition::kBefore,
-                 true}),
+                 true},
+        TextCase{"After77EstimatorNoCopies",
+                 2,
+                 {2, 9, 20},
+                 2,
+                 128,
+                 {{2, 8, 8}, {8, 4, 4}},
+                 0.7,
+                 77,
+                 TextPosition::kAfter,
+                 true,
+                 false}),
     [](const auto& test) { return std::string(test.param.name); });
 
 TEST(SparseAttentionPlanCuda, RejectsBadThresholdsBeforeTouchingTheDevice) {

@@ -3,6 +3,8 @@
 //   run  (every call):     gather q, k, v into tile-major order with per-tile statistics,
 //                          select key tiles with the estimator, block-sparse attention whose
 //                          epilogue stores O (and lse) straight at their frame-major rows.
+//                          Without reordered_copies the gather computes the statistics only and
+//                          attention reads q, k, v rows through the order itself.
 // Text tokens (joint-attention models), before or after the N video tokens, are dense both ways
 // and never selected; with L = N + text_tokens rows in q, k, v and out:
 //   video rows: sparse attention over the video keys (O_vv written into out, lse_vv),
@@ -14,16 +16,17 @@
 // slicing copies).
 // (O_vv passes through out's dtype before the merge: one extra rounding, <= 2^-8 relative in
 // bf16, on the video part's share of each row.)
-// run launches 7 kernels (10 with text tokens) on the caller's stream, into the caller's
-// workspace: no allocation and no host synchronisation, so a whole call can be captured in a
-// CUDA graph.
+// run launches 7 kernels (6 without reordered_copies; 3 more with text tokens) on the caller's
+// stream, into the caller's workspace: no allocation and no host synchronisation, so a whole
+// call can be captured in a CUDA graph.
 //
-// Memory per call beyond q, k, v and out (workspace_bytes): tile-major copies of q, k, v
-// (3 x B*N*H*D elements), statistics and descriptors (4 x B*H*T*(3D + D) * 2 bytes) and the
-// index (4 B*H*T*(budget + 1) bytes). At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128,
-// bf16) that is 2.3 GB, dominated by the tile-major copies. Text tokens add two float32 lse
-// partials of the video rows (8 B*N*H bytes, 24 MB there); O_vt (4 B*N*H*D bytes) reuses the
-// tile-major copies of q and k, dead once the sparse part has run.
+// Memory per call beyond q, k, v and out (workspace_bytes): the tile-major copies of q, k, v
+// (3 x 2 B*N*H*D bytes, reordered_copies only), statistics (2 x 4 B*H*T*3D bytes), the
+// selection's scratch and the index (4 B*H*T*(budget + 1) bytes); nothing proportional to N^2.
+// At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128, bf16, 95%): 2.4 GB with the copies,
+// 0.1 GB without. Text tokens add the video rows' dense part over the text keys, O_vt
+// (4 B*N*H*D bytes, over the q and k copies when they exist) and two lse partials (8 B*N*H
+// bytes).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -62,6 +65,10 @@ struct SparseLayerSettings {
   // Text tokens in each sequence, attended densely both ways: L = N + text_tokens.
   std::int64_t text_tokens = 0;
   TextPosition text_position = TextPosition::kAfter;
+  // true: gather q, k, v into tile-major copies that attention loads by TMA (the fastest);
+  // false: no copies, attention gathers the rows itself (AttentionParams::read_through_order):
+  // 2.3 GB less workspace at Wan2.1-14B 720p, the whole call ~12% slower (bench/RESULTS.md).
+  bool reordered_copies = true;
 };
 
 class SparseAttentionPlan {

@@ -47,11 +47,20 @@ __device__ __forceinline__ TileList tile_list(const AttentionLaunch& p, int b, i
   return {p.rows + slot * p.budget, __ldg(p.counts + slot)};
 }
 
+// Head h's row of p.out_order [G, N]: tile-major row r is frame-major row order[r].
+__device__ __forceinline__ const std::int32_t* head_order(const AttentionLaunch& p, int h) {
+  const int group = p.out_head_group ? __ldg(p.out_head_group + h) : 0;
+  return p.out_order + static_cast<std::int64_t>(group) * p.q_tokens;
+}
+
+// Where q, k, v rows of head h are read: through head_order, or nullptr for row r itself.
+__device__ __forceinline__ const std::int32_t* input_order(const AttentionLaunch& p, int h) {
+  return p.read_through_order ? head_order(p, h) : nullptr;
+}
+
 // The row that query row `token` of head h is stored at (p.out_order: tile-major -> frame-major).
 __device__ __forceinline__ int output_row(const AttentionLaunch& p, int token, int h) {
-  if (p.out_order == nullptr) return token;
-  const int group = p.out_head_group ? __ldg(p.out_head_group + h) : 0;
-  return __ldg(p.out_order + static_cast<std::int64_t>(group) * p.q_tokens + token);
+  return p.out_order == nullptr ? token : __ldg(head_order(p, h) + token);
 }
 
 // Stores two adjacent output elements (columns col, col + 1) of row `token`.

@@ -121,6 +121,7 @@ AttentionLaunch make_launch(const AttentionParams& p) {
   launch.lse_stride_head = p.lse_stride_head;
   launch.out_order = p.out_order;
   launch.out_head_group = p.out_head_group;
+  launch.read_through_order = p.read_through_order;
   return launch;
 }
 

@@ -18,7 +18,13 @@
 // CTA = 3 warpgroups (384 threads), one CTA per SM (__launch_bounds__(384, 1)):
 //   WG0 producer: one thread issues every TMA load (Q tile, then K[idx], V[idx] of each listed
 //       key tile); setmaxnreg 40 so the consumers can take 232 (128 x 40 + 256 x 232 = 64,512
-//       of the 65,536 registers).
+//       of the 65,536 registers). With read_through_order (frame-major q, k, v read in
+//       tile-major order: the plan without reordered copies) a tile's rows are scattered, which
+//       TMA boxes cannot gather: all 128 producer threads copy them with 16-byte cp.async into
+//       the same swizzled layout (copy_rows), and the consumers add a proxy fence. Measured
+//       ~12% slower than TMA at 95% sparsity, the same on contiguous rows (the load mechanism,
+//       not the layout: ~20% more instructions issued next to the consumers; polling with
+//       sleeps and hoisted row lookups did not change it; bench/RESULTS.md).
 //   WG1, WG2 consumers: query rows 0-63 and 64-127 of the tile. Per key tile:
 //       S[64 x 128] = Q K^T       wgmma m64n128k16 SS (A = Q, B = K, both K-major in smem), D/16
 //                                 instructions; fp32 accumulators, 64 registers.
@@ -146,6 +152,42 @@ __device__ __forceinline__ HopperItem decode_item(const AttentionLaunch& p, int 
   return {bh / p.heads, bh % p.heads, item % p.q_tiles};
 }
 
+// Row-gather loads (AttentionLaunch::read_through_order): a tile-major tile of frame-major q, k
+// or v is 128 scattered rows, which TMA cannot gather, so the 128 producer threads copy it with
+// 16-byte cp.async into the layout TMA's 128-byte swizzle writes: chunk c (16 bytes) of row r
+// in panel n lands at n * 16 KB + 128 r + 16 (c ^ (r % 8)). Producer warp w copies rows
+// 32 w .. 32 w + 31, 4 rows x 128 contiguous bytes per instruction; lane l has looked up the
+// source row of row 32 w + l (lookup_row) and shuffles it to the lanes that copy that row.
+//
+// The frame-major row of tile-major row first + threadIdx.x, or -1 past the end.
+__device__ __forceinline__ int lookup_row(const std::int32_t* order, int first, int tokens) {
+  const int row = first + static_cast<int>(threadIdx.x);
+  return row < tokens ? __ldg(order + row) : -1;
+}
+
+// Copies the tile whose rows lookup_row gave (`source`, this lane's) from `head` (the (b, h)
+// base, in bytes) into dst; rows of source -1 become zeros. The thread then arrives on `bar`
+// (initialised with 128 arrivals) once its copies have landed.
+template <int kDim>
+__device__ __forceinline__ void copy_rows(std::uint32_t dst, const char* head,
+                                          std::int64_t row_bytes, int source, std::uint32_t bar) {
+  const int lane = threadIdx.x % 32, chunk = lane % 8;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int r_in_warp = 4 * i + lane / 8;
+    const int r = 32 * (static_cast<int>(threadIdx.x) / 32) + r_in_warp;
+    const int row = __shfl_sync(0xffffffffu, source, r_in_warp);
+    const char* src = head + (row >= 0 ? row * row_bytes : 0) + 16 * chunk;
+    const std::uint32_t row_dst = dst + 128 * r + 16 * (chunk ^ (r % 8));
+#pragma unroll
+    for (int panel = 0; panel < HopperTile<kDim>::kPanels; ++panel) {
+      sm90::cp_async_16(row_dst + panel * HopperTile<kDim>::kPanelBytes, src + 128 * panel,
+                        row >= 0 ? 16 : 0);
+    }
+  }
+  sm90::cp_async_mbarrier_arrive_noinc(bar);
+}
+
 template <DType kType, int kDim>
 __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     attention_hopper_kernel(const __grid_constant__ AttentionLaunch p,
@@ -171,12 +213,14 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
   auto v_full = [&](int stage) { return barriers + 16 + 8 * (kStages + stage); };
   auto kv_empty = [&](int stage) { return barriers + 16 + 8 * (2 * kStages + stage); };
 
+  // Loads complete on q_full, k_full, v_full: one TMA thread, or 128 row-gather threads.
+  const std::uint32_t loaders = p.read_through_order ? 128 : 1;
   if (threadIdx.x == 0) {
-    mbarrier_init(q_full, 1);
+    mbarrier_init(q_full, loaders);
     mbarrier_init(q_empty, Tile::kConsumerWarps);
     for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(k_full(s), 1);
-      mbarrier_init(v_full(s), 1);
+      mbarrier_init(k_full(s), loaders);
+      mbarrier_init(v_full(s), loaders);
       mbarrier_init(kv_empty(s), Tile::kConsumerWarps);
     }
     fence_barrier_init();
@@ -189,26 +233,52 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------- producer ----------------
     setmaxnreg_dec<40>();
-    if (threadIdx.x != 0) return;
-    prefetch_tensor_map(&q_map);
-    prefetch_tensor_map(&k_map);
-    prefetch_tensor_map(&v_map);
+    if (!p.read_through_order && threadIdx.x != 0) return;
+    if (!p.read_through_order) {
+      prefetch_tensor_map(&q_map);
+      prefetch_tensor_map(&k_map);
+      prefetch_tensor_map(&v_map);
+    }
     int stage = 0;
     std::uint32_t phase = 0;
     int round = 0;
     for (int item = blockIdx.x; item < items; item += gridDim.x, ++round) {
       const HopperItem it = decode_item(p, item);
       const TileList list = tile_list(p, it.b, it.h, it.q_tile);
+      const std::int32_t* order = input_order(p, it.h);
+      // One 128-token tile of q, k or v into dst, completing on bar: TMA boxes at tile-major
+      // rows [first, first + 128), or row gathers of the rows in `rows` (lookup_row).
+      auto load_tile = [&](std::uint32_t dst, const CUtensorMap* map, const void* x,
+                           std::int64_t stride_batch, std::int64_t stride_token,
+                           std::int64_t stride_head, int first, int rows, std::uint32_t bar) {
+        if (order != nullptr) {
+          const char* head = static_cast<const char*>(x) +
+                             2 * (it.b * stride_batch + it.h * stride_head);  // 16-bit elements
+          copy_rows<kDim>(dst, head, 2 * stride_token, rows, bar);
+          return;
+        }
+        mbarrier_arrive_expect_tx(bar, Tile::kTileBytes);
+#pragma unroll
+        for (int panel = 0; panel < Tile::kPanels; ++panel) {
+          tma_load_4d(dst + panel * Tile::kPanelBytes, map, bar, panel * 64, first, it.h, it.b);
+        }
+      };
+      // Row gathers only: the source rows of key tile j of the list (q_tokens == k_tokens).
+      auto lookup_key_tile = [&](int j) {
+        return order != nullptr && j < list.count
+                   ? lookup_row(order, list.tile(j) * kTileTokens, p.k_tokens)
+                   : 0;
+      };
+      const int q0 = it.q_tile * kTileTokens;
+      const int q_rows = order != nullptr ? lookup_row(order, q0, p.q_tokens) : 0;
+      // Key tiles' rows are looked up one tile ahead, hiding the lookup's latency.
+      int next_rows = lookup_key_tile(0);
       // The consumers release Q after their last QK^T of the previous item.
       mbarrier_wait(q_empty, (round & 1) ^ 1);
-      mbarrier_arrive_expect_tx(q_full, Tile::kTileBytes);
-#pragma unroll
-      for (int panel = 0; panel < Tile::kPanels; ++panel) {
-        tma_load_4d(q_smem + panel * Tile::kPanelBytes, &q_map, q_full, panel * 64,
-                    it.q_tile * kTileTokens, it.h, it.b);
-      }
+      load_tile(q_smem, &q_map, p.q, p.q_stride_batch, p.q_stride_token, p.q_stride_head, q0,
+                q_rows, q_full);
       if constexpr (VEDA_ATTENTION_Q_PREFETCH != 0) {
-        if (item + static_cast<int>(gridDim.x) < items) {
+        if (order == nullptr && item + static_cast<int>(gridDim.x) < items) {
           const HopperItem next = decode_item(p, item + gridDim.x);
 #pragma unroll
           for (int panel = 0; panel < Tile::kPanels; ++panel) {
@@ -218,19 +288,13 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       }
       for (int j = 0; j < list.count; ++j) {
         const int key0 = list.tile(j) * kTileTokens;
+        const int rows = next_rows;
+        next_rows = lookup_key_tile(j + 1);
         mbarrier_wait(kv_empty(stage), phase ^ 1);
-        mbarrier_arrive_expect_tx(k_full(stage), Tile::kTileBytes);
-#pragma unroll
-        for (int panel = 0; panel < Tile::kPanels; ++panel) {
-          tma_load_4d(k_smem + stage * Tile::kTileBytes + panel * Tile::kPanelBytes, &k_map,
-                      k_full(stage), panel * 64, key0, it.h, it.b);
-        }
-        mbarrier_arrive_expect_tx(v_full(stage), Tile::kTileBytes);
-#pragma unroll
-        for (int panel = 0; panel < Tile::kPanels; ++panel) {
-          tma_load_4d(v_smem + stage * Tile::kTileBytes + panel * Tile::kPanelBytes, &v_map,
-                      v_full(stage), panel * 64, key0, it.h, it.b);
-        }
+        load_tile(k_smem + stage * Tile::kTileBytes, &k_map, p.k, p.k_stride_batch,
+                  p.k_stride_token, p.k_stride_head, key0, rows, k_full(stage));
+        load_tile(v_smem + stage * Tile::kTileBytes, &v_map, p.v, p.v_stride_batch,
+                  p.v_stride_token, p.v_stride_head, key0, rows, v_full(stage));
         if (++stage == kStages) {
           stage = 0;
           phase ^= 1;
@@ -260,6 +324,12 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     if constexpr (Tile::kPingpong) named_barrier_arrive(2 - consumer, 256);
   };
   if (consumer == 1) pass_turn();
+  // Waits until a Q, K or V tile has landed. Row-gather loads write it through the generic
+  // proxy (cp.async) and wgmma reads it through the async proxy: a proxy fence between them.
+  auto wait_loaded = [&](std::uint32_t bar, std::uint32_t parity) {
+    mbarrier_wait(bar, parity);
+    if (p.read_through_order) fence_proxy_async_shared();
+  };
 
   for (int item = blockIdx.x; item < items; item += gridDim.x, ++round) {
     const HopperItem it = decode_item(p, item);
@@ -271,7 +341,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.0f, 0.0f};
 
-    mbarrier_wait(q_full, round & 1);
+    wait_loaded(q_full, round & 1);
     if (list.count == 0) {
       __syncwarp();
       if (lane == 0) mbarrier_arrive(q_empty);
@@ -384,7 +454,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       // Sequential loop: S_j = Q K_j^T, softmax, O += P_j V_j, each waiting for the previous.
       for (int j = 0; j < list.count; ++j) {
         const int key0 = list.tile(j) * kTileTokens;
-        mbarrier_wait(k_full(stage), phase);
+        wait_loaded(k_full(stage), phase);
         take_turn();
         wgmma_fence();
         issue_qk(stage);
@@ -395,7 +465,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
         softmax(key0);
         rescale_o();
         pack_p();
-        mbarrier_wait(v_full(stage), phase);
+        wait_loaded(v_full(stage), phase);
         fence_registers(o);
         take_turn();
         wgmma_fence();
@@ -408,7 +478,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       }
     } else if (list.count > 0) {
       // Prologue: S_0 and its softmax (O is still zero: no rescale).
-      mbarrier_wait(k_full(stage), phase);
+      wait_loaded(k_full(stage), phase);
       take_turn();
       wgmma_fence();
       issue_qk(stage);
@@ -422,8 +492,8 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     }
     for (int j = 1; Tile::kOverlapSoftmax && j < list.count; ++j) {
       const int key0 = list.tile(j) * kTileTokens;
-      mbarrier_wait(k_full(stage), phase);
-      mbarrier_wait(v_full(previous_stage), previous_phase);
+      wait_loaded(k_full(stage), phase);
+      wait_loaded(v_full(previous_stage), previous_phase);
       fence_registers(o);
       take_turn();
       wgmma_fence();
@@ -443,7 +513,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     }
     if (Tile::kOverlapSoftmax && list.count > 0) {
       // Epilogue of the pipeline: O += P_last V_last.
-      mbarrier_wait(v_full(previous_stage), previous_phase);
+      wait_loaded(v_full(previous_stage), previous_phase);
       fence_registers(o);
       take_turn();
       wgmma_fence();

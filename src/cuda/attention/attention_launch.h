@@ -36,6 +36,8 @@ struct AttentionLaunch {
   // Optional: query row r of head h is stored at row out_order[out_head_group[h] * Nq + r].
   const std::int32_t* out_order = nullptr;
   const std::int32_t* out_head_group = nullptr;
+  // q, k, v row r of head h is read at the same permuted row (AttentionParams::read_through_order).
+  bool read_through_order = false;
 };
 
 // Returns the launch error (cudaSuccess when queued). kType is kBF16 or kF16, kDim 64 or 128.

@@ -83,18 +83,20 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const std::uint32_t (&a
   }
 }
 
-// Copies rows [first, first + kRows) of one head (row stride `stride` elements) into shared
-// memory rows of kRowElements; rows at or past `limit` become zeros.
+// Copies rows [first, first + kRows) of one head (row stride `stride` elements; row t read at
+// order[t] when order is given) into shared memory rows of kRowElements; rows at or past `limit`
+// become zeros.
 template <int kDim, int kRows, typename Element>
 __device__ __forceinline__ void load_rows(Element* dst, const Element* head, std::int64_t stride,
-                                          int first, int limit) {
+                                          const std::int32_t* order, int first, int limit) {
   constexpr int kChunks = kDim / 8;  // 16-byte chunks per row
   for (int c = threadIdx.x; c < kRows * kChunks; c += PortableTile<kDim>::kThreads) {
     const int row = c / kChunks;
     const int chunk = c % kChunks;
     const int token = first + row;
     const bool valid = token < limit;
-    const Element* src = head + (valid ? token : 0) * stride + chunk * 8;
+    const int source = !valid ? 0 : order ? __ldg(order + token) : token;
+    const Element* src = head + static_cast<std::int64_t>(source) * stride + chunk * 8;
     cp_async_16(dst + row * PortableTile<kDim>::kRowElements + chunk * 8, src, valid ? 16 : 0);
   }
 }
@@ -125,16 +127,17 @@ __global__ void __launch_bounds__(PortableTile<kDim>::kThreads)
       static_cast<const Element*>(p.k) + b * p.k_stride_batch + h * p.k_stride_head;
   const Element* v_head =
       static_cast<const Element*>(p.v) + b * p.v_stride_batch + h * p.v_stride_head;
+  const std::int32_t* order = input_order(p, h);
 
   auto load_step = [&](int step) {
     Element* stage = smem + (step & 1) * Tile::kStageElements;
     const int key0 = list.tile(step / 2) * kTileTokens + (step % 2) * kKeys;
-    load_rows<kDim, kKeys>(stage, k_head, p.k_stride_token, key0, p.k_tokens);
-    load_rows<kDim, kKeys>(stage + kKeys * kRow, v_head, p.v_stride_token, key0, p.k_tokens);
+    load_rows<kDim, kKeys>(stage, k_head, p.k_stride_token, order, key0, p.k_tokens);
+    load_rows<kDim, kKeys>(stage + kKeys * kRow, v_head, p.v_stride_token, order, key0, p.k_tokens);
   };
 
   // Q through stage 1's space, step 0's K/V into stage 0.
-  load_rows<kDim, kTileTokens>(smem + Tile::kStageElements, q_head, p.q_stride_token, q0,
+  load_rows<kDim, kTileTokens>(smem + Tile::kStageElements, q_head, p.q_stride_token, order, q0,
                                p.q_tokens);
   cp_async_commit();
   if (steps > 0) load_step(0);

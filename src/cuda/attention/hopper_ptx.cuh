@@ -85,6 +85,19 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+// ---- per-thread 16-byte async copies (cp.async; generic proxy) ----
+// 16 bytes from global into shared memory; src_bytes = 0 writes zeros instead.
+__device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst),
+               "l"(reinterpret_cast<std::uint64_t>(src)), "r"(src_bytes)
+               : "memory");
+}
+// Arrives on `bar` once every earlier cp.async of this thread has landed; the arrival counts
+// towards the barrier's initial count (.noinc).
+__device__ __forceinline__ void cp_async_mbarrier_arrive_noinc(std::uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
 // Prefetches one box of a 4-D tensor map into L2 (no shared memory, no barrier).
 __device__ __forceinline__ void tma_prefetch_l2_4d(const void* map, int c0, int c1, int c2,
                                                    int c3) {
