@@ -229,6 +229,56 @@ TEST(AttentionParams, OutOrderStoresEachRowAtItsFrameMajorPlace) {
   }
 }
 
+TEST(AttentionParams, CsrIndexGivesTheSameOutputAsThePaddedOne) {
+  const std::int64_t tokens = 700, dim = 32, tiles = tile_count(tokens);
+  auto lists = random_lists(tiles, 17);
+  lists[2].clear();  // an empty row: O = 0, lse = -inf in both forms
+  const BlockIndex padded = index_from_lists(lists, tiles, tiles);
+  const CsrBlockIndex csr = padded.csr();
+  ASSERT_EQ(csr.offsets.size(), static_cast<std::size_t>(tiles + 1));
+  const BlockIndexView padded_view = padded.view(), csr_view = csr.view();
+  for (std::int64_t i = 0; i < tiles; ++i) {
+    ASSERT_EQ(csr_view.count(0, 0, i), padded_view.count(0, 0, i));
+    for (std::int32_t s = 0; s < csr_view.count(0, 0, i); ++s)
+      ASSERT_EQ(csr_view.row(0, 0, i)[s], padded_view.row(0, 0, i)[s]);
+  }
+
+  const auto q = random_matrix(tokens, dim, 41), k = random_matrix(tokens, dim, 42),
+             v = random_matrix(tokens, dim, 43);
+  AttentionParams params;
+  params.q = TokensView::contiguous(q.data(), DType::kF32, 1, tokens, 1, dim);
+  params.k = TokensView::contiguous(k.data(), DType::kF32, 1, tokens, 1, dim);
+  params.v = TokensView::contiguous(v.data(), DType::kF32, 1, tokens, 1, dim);
+  params.scale = 0.2f;
+  params.out_stride_batch = tokens * dim, params.out_stride_token = dim,
+  params.out_stride_head = dim;
+  params.lse_stride_batch = tokens, params.lse_stride_token = 1, params.lse_stride_head = 1;
+  const auto run = [&](const BlockIndexView& index, std::vector<float>& out,
+                       std::vector<float>& lse) {
+    out.assign(q.size(), std::nanf("")), lse.assign(static_cast<std::size_t>(tokens), 0.0f);
+    params.index = &index, params.out = out.data(), params.lse = lse.data();
+    attention_cpu(params);
+  };
+  std::vector<float> out_padded, lse_padded, out_csr, lse_csr;
+  run(padded_view, out_padded, lse_padded);
+  run(csr_view, out_csr, lse_csr);
+  EXPECT_EQ(out_csr, out_padded);
+  EXPECT_EQ(lse_csr, lse_padded);
+
+  // A malformed CSR index is refused with a message that names the problem.
+  CsrBlockIndex broken = csr;
+  std::swap(broken.offsets[3], broken.offsets[4]);
+  const BlockIndexView broken_view = broken.view();
+  params.index = &broken_view;
+  try {
+    attention_cpu(params);
+    FAIL() << "expected an error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("never decreasing"), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST(AttentionParams, ReadThroughOrderEqualsAttentionOverReorderedCopies) {
   const Grid grid{3, 9, 20};
   const std::int64_t tokens = grid.tokens(), heads = 2, dim = 16, tiles = tile_count(tokens);

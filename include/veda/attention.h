@@ -16,7 +16,8 @@ struct AttentionParams {
   TokensView q;  // [B, Nq, H, D]
   TokensView k;  // [B, Nk, H, D]
   TokensView v;  // [B, Nk, H, D]
-  // nullptr: dense. Otherwise B, H match q, Tq = tile_count(Nq), Tk = tile_count(Nk).
+  // nullptr: dense. Otherwise B, H match q, Tq = tile_count(Nq), Tk = tile_count(Nk); padded
+  // or CSR form (veda/block_index.h).
   const BlockIndexView* index = nullptr;
   float scale = 0.0f;  // softmax scale s, usually 1/sqrt(D)
   // Output [B, Nq, H, D] of type out_dtype, strides in elements (D contiguous).

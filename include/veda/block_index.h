@@ -5,6 +5,9 @@
 // padded with -1. A list is padded to the budget, not to all key tiles: at 250k tokens a
 // full-width list would be ~15 MB per head. A count of 0 means the row attends to nothing:
 // O = 0 and lse = -inf.
+// CSR form (offsets): the same lists without padding, row r = (b*H + h)*Tq + i at
+// indices[offsets[r] .. offsets[r + 1]), for lists of very different lengths (cumulative
+// thresholds) where a budget-wide row wastes memory.
 #pragma once
 
 #include <cstdint>
@@ -16,15 +19,31 @@ inline constexpr std::int32_t kPaddedSlot = -1;
 
 // Non-owning view, as kernels take it (pointers may be device memory).
 struct BlockIndexView {
-  const std::int32_t* counts = nullptr;   // [B, H, Tq]
-  const std::int32_t* indices = nullptr;  // [B, H, Tq, budget]
-  std::int64_t batch = 0, heads = 0, q_tiles = 0, k_tiles = 0, budget = 0;
+  const std::int32_t* counts = nullptr;   // [B, H, Tq]; unused in CSR form
+  const std::int32_t* indices = nullptr;  // [B, H, Tq, budget], or CSR: [offsets[B*H*Tq]]
+  std::int64_t batch = 0, heads = 0, q_tiles = 0, k_tiles = 0, budget = 0;  // budget: padded only
+  const std::int64_t* offsets = nullptr;  // CSR form: [B*H*Tq + 1], offsets[0] = 0; else nullptr
 
   const std::int32_t* row(std::int64_t b, std::int64_t h, std::int64_t i) const {
-    return indices + ((b * heads + h) * q_tiles + i) * budget;
+    const std::int64_t r = (b * heads + h) * q_tiles + i;
+    return indices + (offsets ? offsets[r] : r * budget);
   }
   std::int32_t count(std::int64_t b, std::int64_t h, std::int64_t i) const {
-    return counts[(b * heads + h) * q_tiles + i];
+    const std::int64_t r = (b * heads + h) * q_tiles + i;
+    return offsets ? static_cast<std::int32_t>(offsets[r + 1] - offsets[r]) : counts[r];
+  }
+  // Host views only: throws veda::Error unless every list is ascending, duplicate-free and in
+  // [0, Tk), with counts in [0, budget] (padded form) or offsets from 0, never decreasing (CSR).
+  void validate() const;
+};
+
+// An index in CSR form, owning its arrays.
+struct CsrBlockIndex {
+  std::int64_t batch = 0, heads = 0, q_tiles = 0, k_tiles = 0;
+  std::vector<std::int64_t> offsets;  // [B*H*Tq + 1]
+  std::vector<std::int32_t> indices;  // [offsets.back()]
+  BlockIndexView view() const {
+    return {nullptr, indices.data(), batch, heads, q_tiles, k_tiles, 0, offsets.data()};
   }
 };
 
@@ -54,6 +73,8 @@ struct BlockIndex {
   double sparsity() const;
   // Throws veda::Error unless every row is ascending, duplicate-free, in [0, Tk) and padded.
   void validate() const;
+  // The same lists in CSR form.
+  CsrBlockIndex csr() const;
 };
 
 }  // namespace veda

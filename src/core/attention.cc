@@ -55,6 +55,26 @@ void check_head_operands(std::span<const float> q, std::span<const float> k,
              q.size() / row);
 }
 
+// Head (b, h) of an index in the padded layout attend_head takes: counts [Tq], rows [Tq, budget]
+// (either form of the view).
+struct HeadLists {
+  std::vector<std::int32_t> counts, rows;
+  std::int64_t budget = 0;
+};
+HeadLists head_lists(const BlockIndexView& index, std::int64_t b, std::int64_t h) {
+  HeadLists lists;
+  lists.counts.resize(static_cast<std::size_t>(index.q_tiles));
+  for (std::int64_t i = 0; i < index.q_tiles; ++i) {
+    lists.counts[i] = index.count(b, h, i);
+    lists.budget = std::max<std::int64_t>(lists.budget, lists.counts[i]);
+  }
+  lists.rows.assign(static_cast<std::size_t>(index.q_tiles * lists.budget), kPaddedSlot);
+  for (std::int64_t i = 0; i < index.q_tiles; ++i) {
+    std::copy_n(index.row(b, h, i), lists.counts[i], lists.rows.begin() + i * lists.budget);
+  }
+  return lists;
+}
+
 }  // namespace
 
 void attend_head(std::span<const float> q, std::span<const float> k, std::span<const float> v,
@@ -126,6 +146,7 @@ void AttentionParams::validate() const {
 
 void attention_cpu(const AttentionParams& params) {
   params.validate();
+  if (params.index != nullptr) params.index->validate();
   const TokensView& q = params.q;
   const std::int64_t dim = q.dim;
   std::vector<float> out(static_cast<std::size_t>(q.tokens * dim));
@@ -144,10 +165,10 @@ void attention_cpu(const AttentionParams& params) {
         gather_rows(rows, {order, static_cast<std::size_t>(x.tokens)}, dim, permuted);
         return permuted;
       };
-      const BlockIndexView* index = params.index;
+      const HeadLists lists = params.index ? head_lists(*params.index, b, h) : HeadLists{};
       attend_head(head_rows(q), head_rows(params.k), head_rows(params.v), dim, params.scale,
-                  index ? index->counts + (b * index->heads + h) * index->q_tiles : nullptr,
-                  index ? index->row(b, h, 0) : nullptr, index ? index->budget : 0, out, lse);
+                  params.index ? lists.counts.data() : nullptr, lists.rows.data(), lists.budget,
+                  out, lse);
       for (std::int64_t r = 0; r < q.tokens; ++r) {
         const std::int64_t n = order ? order[r] : r;  // the row this result is stored at
         const std::int64_t base =

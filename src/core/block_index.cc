@@ -40,21 +40,55 @@ void BlockIndex::validate() const {
              "block index holds ", counts.size(), " counts and ", indices.size(),
              " slots; expected ", batch * heads * q_tiles, " and ",
              batch * heads * q_tiles * budget);
+  view().validate();
   for (std::size_t row = 0; row < counts.size(); ++row) {
-    const std::int32_t count = counts[row];
-    VEDA_CHECK(count >= 0 && count <= budget, "block index row ", row, " has count ", count,
-               "; expected 0..", budget);
     const std::int32_t* slots = indices.data() + row * static_cast<std::size_t>(budget);
-    for (std::int64_t s = 0; s < budget; ++s) {
-      if (s < count) {
-        VEDA_CHECK(slots[s] >= 0 && slots[s] < k_tiles, "block index row ", row, " lists tile ",
-                   slots[s], "; expected 0..", k_tiles - 1);
-        VEDA_CHECK(s == 0 || slots[s] > slots[s - 1], "block index row ", row,
-                   " is not strictly ascending at slot ", s);
-      } else {
-        VEDA_CHECK(slots[s] == kPaddedSlot, "block index row ", row, " slot ", s,
-                   " past its count holds ", slots[s], "; expected padding ", kPaddedSlot);
-      }
+    for (std::int64_t s = counts[row]; s < budget; ++s) {
+      VEDA_CHECK(slots[s] == kPaddedSlot, "block index row ", row, " slot ", s,
+                 " past its count holds ", slots[s], "; expected padding ", kPaddedSlot);
+    }
+  }
+}
+
+CsrBlockIndex BlockIndex::csr() const {
+  CsrBlockIndex out{batch, heads, q_tiles, k_tiles, {0}, {}};
+  for (std::size_t row = 0; row < counts.size(); ++row) {
+    const std::int32_t* slots = indices.data() + row * static_cast<std::size_t>(budget);
+    out.indices.insert(out.indices.end(), slots, slots + counts[row]);
+    out.offsets.push_back(static_cast<std::int64_t>(out.indices.size()));
+  }
+  return out;
+}
+
+void BlockIndexView::validate() const {
+  VEDA_CHECK(offsets != nullptr || counts != nullptr,
+             "block index view without counts or offsets; expected counts and indices (padded "
+             "form) or offsets and indices (CSR form)");
+  for (std::int64_t row = 0; row < batch * heads * q_tiles; ++row) {
+    std::int64_t count = 0;
+    const std::int32_t* slots = nullptr;
+    if (offsets != nullptr) {
+      VEDA_CHECK(
+          offsets[row] >= 0 && offsets[row + 1] >= offsets[row] && (row > 0 || offsets[0] == 0),
+          "CSR block index offsets ", offsets[row], ", ", offsets[row + 1], " at row ", row,
+          "; expected offsets starting at 0 and never decreasing");
+      count = offsets[row + 1] - offsets[row];
+      slots = indices + offsets[row];
+    } else {
+      count = counts[row];
+      VEDA_CHECK(count >= 0 && count <= budget, "block index row ", row, " has count ", count,
+                 "; expected 0..", budget);
+      slots = indices + row * budget;
+    }
+    VEDA_CHECK(count <= k_tiles, "block index row ", row, " lists ", count, " tiles; there are ",
+               k_tiles, " key tiles");
+    VEDA_CHECK(count == 0 || indices != nullptr, "block index row ", row, " lists ", count,
+               " tiles but the index has no indices array");
+    for (std::int64_t s = 0; s < count; ++s) {
+      VEDA_CHECK(slots[s] >= 0 && slots[s] < k_tiles, "block index row ", row, " lists tile ",
+                 slots[s], "; expected 0..", k_tiles - 1);
+      VEDA_CHECK(s == 0 || slots[s] > slots[s - 1], "block index row ", row,
+                 " is not strictly ascending at slot ", s);
     }
   }
 }

@@ -73,6 +73,7 @@ struct AttentionCase {
   // q, k, v read through random row orders (read_through_order; two head groups, h % 2), O and
   // lse stored through them.
   bool permuted = false;
+  bool csr = false;  // the index in CSR form (offsets) instead of padded lists
 };
 
 // Rows of [B, N, H, D] float x per head: result row r of head h = x row order[(h % 2) N + r]
@@ -299,19 +300,24 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
   DeviceBuffer q(in_bytes), k(in_bytes), v(in_bytes);
   const std::size_t out_bytes = out_elements * dtype_size(c.out_dtype);
   DeviceBuffer out(out_bytes), lse(lse_elements * sizeof(float));
+  const CsrBlockIndex csr = index.csr();
   DeviceBuffer counts(index.counts.size() * sizeof(std::int32_t));
-  DeviceBuffer indices(index.indices.size() * sizeof(std::int32_t));
+  DeviceBuffer indices(c.csr ? csr.indices.size() * sizeof(std::int32_t)
+                             : index.indices.size() * sizeof(std::int32_t));
+  DeviceBuffer offsets(csr.offsets.size() * sizeof(std::int64_t));
   ASSERT_TRUE(q.get() && k.get() && v.get() && out.get() && lse.get());
   q.upload(host[0].data());
   k.upload(host[1].data());
   v.upload(host[2].data());
   counts.upload(index.counts.data());
-  indices.upload(index.indices.data());
+  indices.upload(c.csr ? csr.indices.data() : index.indices.data());
+  offsets.upload(csr.offsets.data());
   out.poison();
   lse.poison();
-  BlockIndexView device_index = host_index;
-  device_index.counts = static_cast<const std::int32_t*>(counts.get());
+  BlockIndexView device_index = c.csr ? csr.view() : host_index;
+  device_index.counts = c.csr ? nullptr : static_cast<const std::int32_t*>(counts.get());
   device_index.indices = static_cast<const std::int32_t*>(indices.get());
+  if (c.csr) device_index.offsets = static_cast<const std::int64_t*>(offsets.get());
   params.q.data = q.get();
   params.k.data = k.get();
   params.v.data = v.get();
@@ -415,6 +421,11 @@ const AttentionCase kCases[] = {
     {"mid", 1, 1000, 40, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true},
     {"mid", 2, 1000, 3, 64, Lists::kFull, DType::kBF16, DType::kF32, true, true},
     {"big", 1, 32760, 2, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true},
+    // The index in CSR form.
+    {"small", 2, 300, 3, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, false, true},
+    {"small", 1, 129, 2, 64, Lists::kEmpty, DType::kF16, DType::kF32, false, false, true},
+    {"mid", 1, 1000, 40, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true, true},
+    {"big", 1, 32760, 1, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, false, true},
 };
 
 std::string case_name(
@@ -425,7 +436,7 @@ std::string case_name(
                      std::to_string(c.heads) + "_D" + std::to_string(c.dim) + "_" +
                      lists_name(c.lists) + "_" + std::string(dtype_name(c.dtype)) + "_out" +
                      std::string(dtype_name(c.out_dtype)) + (c.padded_layout ? "_strided" : "") +
-                     (c.permuted ? "_permuted" : "");
+                     (c.permuted ? "_permuted" : "") + (c.csr ? "_csr" : "");
   return name + "_" + std::to_string(info.index);
 }
 

@@ -12,7 +12,8 @@
 //   q, k, v: BF16 or F16, the same dtype, head dim 64 or 128, device memory, 16-byte aligned base,
 //   batch/token/head strides multiples of 8 elements (16 bytes; the head dim is contiguous).
 //   out: F32, F16 or BF16, [B, Nq, H, D], strides multiples of 2 elements, 8-byte aligned base.
-//   lse: optional float32 [B, Nq, H]. index (optional): device pointers, as in veda/block_index.h.
+//   lse: optional float32 [B, Nq, H]. index (optional): device pointers, as in veda/block_index.h,
+//   padded (counts + indices) or CSR (offsets + indices).
 // Costs: no allocation, no host synchronisation; launches one kernel on the caller's stream.
 // Work is 4 * B * H * sum(count) * 128 * 128 * D FLOP (fewer for the last, partial tile).
 #pragma once

@@ -42,8 +42,12 @@ struct TileList {
 };
 
 __device__ __forceinline__ TileList tile_list(const AttentionLaunch& p, int b, int h, int q_tile) {
-  if (p.counts == nullptr) return {nullptr, p.k_tiles};
   const std::int64_t slot = (static_cast<std::int64_t>(b) * p.heads + h) * p.q_tiles + q_tile;
+  if (p.offsets != nullptr) {
+    const std::int64_t first = __ldg(p.offsets + slot);
+    return {p.rows + first, static_cast<int>(__ldg(p.offsets + slot + 1) - first)};
+  }
+  if (p.counts == nullptr) return {nullptr, p.k_tiles};
   return {p.rows + slot * p.budget, __ldg(p.counts + slot)};
 }
 

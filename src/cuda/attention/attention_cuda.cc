@@ -104,9 +104,13 @@ AttentionLaunch make_launch(const AttentionParams& p) {
   launch.q_tiles = static_cast<int>(tile_count(p.q.tokens));
   launch.k_tiles = static_cast<int>(tile_count(p.k.tokens));
   if (p.index != nullptr) {
-    launch.counts = p.index->counts;
     launch.rows = p.index->indices;
-    launch.budget = static_cast<int>(p.index->budget);
+    if (p.index->offsets != nullptr) {
+      launch.offsets = p.index->offsets;
+    } else {
+      launch.counts = p.index->counts;
+      launch.budget = static_cast<int>(p.index->budget);
+    }
   }
   launch.scale = p.scale;
   launch.scale_log2 = p.scale * 1.4426950408889634f;
@@ -201,10 +205,11 @@ AttentionSupport can_implement(const AttentionParams& params, int device,
                             " bytes) with even strides; got strides (", params.out_stride_batch,
                             ", ", params.out_stride_token, ", ", params.out_stride_head, ")"));
   }
-  if (params.index != nullptr &&
-      (params.index->counts == nullptr || params.index->indices == nullptr)) {
+  if (params.index != nullptr && (params.index->indices == nullptr ||
+                                  (params.index->counts == nullptr && !params.index->offsets))) {
     return unsupported(
-        "index has a null counts or indices pointer; pass index = nullptr for dense");
+        "index has a null indices pointer or neither counts nor offsets; pass index = nullptr "
+        "for dense");
   }
   if (params.index != nullptr && params.index->budget > std::numeric_limits<std::int32_t>::max()) {
     return unsupported(text("index budget is ", params.index->budget, "; at most 2^31 - 1"));

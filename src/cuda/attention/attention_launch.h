@@ -22,10 +22,12 @@ struct AttentionLaunch {
   std::int64_t v_stride_batch = 0, v_stride_token = 0, v_stride_head = 0;
   int batch = 0, heads = 0, q_tokens = 0, k_tokens = 0;
   int q_tiles = 0, k_tiles = 0;
-  // nullptr counts: dense (every key tile, in order).
-  const std::int32_t* counts = nullptr;  // [B, H, Tq]
-  const std::int32_t* rows = nullptr;    // [B, H, Tq, budget]
+  // Key-tile lists (veda/block_index.h): padded (counts, rows [B, H, Tq, budget]) or CSR
+  // (offsets [B*H*Tq + 1], rows); neither counts nor offsets: dense (every key tile, in order).
+  const std::int32_t* counts = nullptr;
+  const std::int32_t* rows = nullptr;
   int budget = 0;
+  const std::int64_t* offsets = nullptr;
   float scale = 0.0f;       // softmax scale s
   float scale_log2 = 0.0f;  // s * log2(e): the kernels use exp2
   void* out = nullptr;      // [B, Nq, H, D] of out_dtype
