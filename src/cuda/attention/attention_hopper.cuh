@@ -52,8 +52,10 @@
 // tile) at D = 128, ~2.8 key tiles' worth: the Q load after the previous item releases Q, the
 // pipeline prologue (S_0 and its softmax with no GEMM to hide under) and drain (last P V), and
 // the epilogue's direct global stores. It is 8.5% of the time at 95% sparsity (30 tiles per
-// row), 1% dense. Not done: a second Q buffer (no shared memory left at 3 stages), epilogue
-// through shared memory + TMA store, overlapping one item's epilogue with the next's prologue.
+// row), 1% dense. Tried (bench/RESULTS.md, 15:15 UTC): a second Q slot (Q 2 + K 3 + V 2 slots)
+// did not move 95% (so waiting for Q is not it); carrying the pipeline across items made the
+// inner loop itself ~18% slower (more wgmma sites, ptxas C7520 serialisation), not adopted.
+// Not done: epilogue through shared memory + TMA store.
 #pragma once
 
 #include <cuda.h>
