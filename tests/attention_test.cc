@@ -49,6 +49,16 @@ BlockIndex index_from_lists(const std::vector<std::vector<std::int32_t>>& lists,
   return index;
 }
 
+// attention_cpu(params) throws veda::Error with `text` in its message.
+void expect_attention_error(const AttentionParams& params, const std::string& text) {
+  try {
+    attention_cpu(params);
+    FAIL() << "expected an error naming '" << text << "'";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find(text), std::string::npos) << error.what();
+  }
+}
+
 struct DenseCase {
   std::int64_t nq, nk, dim;
   DType dtype;
@@ -270,13 +280,7 @@ TEST(AttentionParams, CsrIndexGivesTheSameOutputAsThePaddedOne) {
   std::swap(broken.offsets[3], broken.offsets[4]);
   const BlockIndexView broken_view = broken.view();
   params.index = &broken_view;
-  try {
-    attention_cpu(params);
-    FAIL() << "expected an error";
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("never decreasing"), std::string::npos)
-        << error.what();
-  }
+  expect_attention_error(params, "never decreasing");
 }
 
 TEST(AttentionParams, ReadThroughOrderEqualsAttentionOverReorderedCopies) {
@@ -337,13 +341,7 @@ TEST(AttentionParams, ReadThroughOrderEqualsAttentionOverReorderedCopies) {
   EXPECT_EQ(direct_lse, copies_lse);
 
   params.out_order = nullptr;
-  try {
-    attention_cpu(params);
-    FAIL() << "expected an error";
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("out_order is null"), std::string::npos)
-        << error.what();
-  }
+  expect_attention_error(params, "out_order is null");
 }
 
 TEST(AttentionParams, RejectsMismatchedShapesWithAClearMessage) {
@@ -354,13 +352,7 @@ TEST(AttentionParams, RejectsMismatchedShapesWithAClearMessage) {
   params.v = params.k;
   params.scale = 0.125f;
   params.out = out.data();
-  try {
-    attention_cpu(params);
-    FAIL() << "expected an error";
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find("k [1, 10, 1, 128]"), std::string::npos)
-        << error.what();
-  }
+  expect_attention_error(params, "k [1, 10, 1, 128]");
   params.k = params.q;
   params.v = params.q;
   const BlockIndex wrong(1, 2, 3, 1, 1);  // q needs 1 query tile
