@@ -26,6 +26,8 @@ cmake -S bench/device -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90a > /tmp/configure.log 2>&1 || { tail -30 /tmp/configure.log; exit 1; }
 cmake --build "$BUILD" -j "$(nproc)" --target veda_gpu_tests veda_attention_capi \
   > /tmp/build.log 2>&1 || { grep -E "error|Error" -A3 /tmp/build.log | head -60; exit 1; }
+# ptxas serialising every wgmma (info C7518/C7520) costs the attention kernel ~18%: refuse it.
+if grep -E "C75(18|20)" /tmp/build.log; then echo "ptxas serialised wgmma (above)"; exit 1; fi
 echo "build: $(( $(date +%s) - start )) s"
 cuobjdump --dump-sass "$BUILD/libveda_cuda_attention.a" 2>/dev/null |
   grep -oE "HGMMA\.[0-9A-Za-z.]+|UTMALDG[.0-9A-Z]*" | sort | uniq -c | head -8

@@ -52,10 +52,12 @@
 // tile) at D = 128, ~2.8 key tiles' worth: the Q load after the previous item releases Q, the
 // pipeline prologue (S_0 and its softmax with no GEMM to hide under) and drain (last P V), and
 // the epilogue's direct global stores. It is 8.5% of the time at 95% sparsity (30 tiles per
-// row), 1% dense. Tried (bench/RESULTS.md, 15:15 UTC): a second Q slot (Q 2 + K 3 + V 2 slots)
-// did not move 95% (so waiting for Q is not it); carrying the pipeline across items made the
-// inner loop itself ~18% slower (more wgmma sites, ptxas C7520 serialisation), not adopted.
-// Not done: epilogue through shared memory + TMA store.
+// row), 1% dense. Tried (bench/RESULTS.md, 15:15 UTC; branch experiment/cross-item-pipeline):
+// a second Q slot (Q 2 + K 3 + V 2 slots) and carrying the pipeline across items (an item's
+// last P V issued with the next item's S_0) left 95% where it was, so neither waiting for Q nor
+// the prologue/drain is the fixed cost. Not measured yet: the epilogue's scattered stores.
+// Keep every wgmma batch waited before control flow joins: ptxas otherwise serialises all
+// wgmma of the kernel (messages C7518/C7520) and dense speed drops ~18%.
 #pragma once
 
 #include <cuda.h>
