@@ -3,14 +3,15 @@
 //   oracle      lse pass + heat/mass pass; TFLOP/s count the two Q K^T passes, 2 x 2 N^2 D
 //   gather      tile-major gather of q, k and v with statistics of q and k (three passes);
 //               GB/s count bytes read + written
-//   stats       the statistics of q and k alone (what the plan runs: no copies); GB/s read
+//   stats       the statistics of q and k alone (the front end without copies); GB/s read
 //   select@95%  projections + logits + top-k for the 95% budget, estimator parameters set
 //   select@0.9  the same with a cumulative threshold of 0.9 on every head (capped at the budget)
 //   dense       attention_cuda without an index (the in-run baseline; bench/RESULTS.md has its
 //               ratio to cuDNN from the attention benchmark)
 //   copies@95%  attention_cuda over the tile-major copies with select@95%'s lists (TMA loads)
+//   rowscopy95  the same with row gathers of the copies' own rows (the load mechanism alone)
 //   rows@95%    the same reading frame-major q, k, v through the order (read_through_order,
-//               cp.async row gathers: the plan's kernel)
+//               cp.async row gathers: the plan's kernel without reordered copies)
 //   plan@S      the whole SparseAttentionPlan::run at sparsity S (gather, selection, sparse
 //               attention storing rows frame-major), with its speedup over `dense` and its
 //               workspace; plan@95%-rows without reordered copies (attention gathers rows)
