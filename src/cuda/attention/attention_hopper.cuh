@@ -55,7 +55,8 @@
 // row), 1% dense. Tried (bench/RESULTS.md, 15:15 UTC; branch experiment/cross-item-pipeline):
 // a second Q slot (Q 2 + K 3 + V 2 slots) and carrying the pipeline across items (an item's
 // last P V issued with the next item's S_0) left 95% where it was, so neither waiting for Q nor
-// the prologue/drain is the fixed cost. Not measured yet: the epilogue's scattered stores.
+// the prologue/drain is the fixed cost. Not measured yet: the epilogue, which looks up the
+// output row and switches on the output dtype for every 2-element store (store_out_pair).
 // Keep every wgmma batch waited before control flow joins: ptxas otherwise serialises all
 // wgmma of the kernel (messages C7518/C7520) and dense speed drops ~18%.
 #pragma once
