@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "expect_error.h"
 #include "reference.h"
 #include "veda/error.h"
 #include "veda/tile_layout.h"
@@ -47,16 +48,6 @@ BlockIndex index_from_lists(const std::vector<std::vector<std::int32_t>>& lists,
   }
   index.validate();
   return index;
-}
-
-// attention_cpu(params) throws veda::Error with `text` in its message.
-void expect_attention_error(const AttentionParams& params, const std::string& text) {
-  try {
-    attention_cpu(params);
-    FAIL() << "expected an error naming '" << text << "'";
-  } catch (const Error& error) {
-    EXPECT_NE(std::string(error.what()).find(text), std::string::npos) << error.what();
-  }
 }
 
 struct DenseCase {
@@ -280,7 +271,7 @@ TEST(AttentionParams, CsrIndexGivesTheSameOutputAsThePaddedOne) {
   std::swap(broken.offsets[3], broken.offsets[4]);
   const BlockIndexView broken_view = broken.view();
   params.index = &broken_view;
-  expect_attention_error(params, "never decreasing");
+  testing::expect_error_naming([&] { attention_cpu(params); }, "never decreasing");
 }
 
 TEST(AttentionParams, ReadThroughOrderEqualsAttentionOverReorderedCopies) {
@@ -341,7 +332,7 @@ TEST(AttentionParams, ReadThroughOrderEqualsAttentionOverReorderedCopies) {
   EXPECT_EQ(direct_lse, copies_lse);
 
   params.out_order = nullptr;
-  expect_attention_error(params, "out_order is null");
+  testing::expect_error_naming([&] { attention_cpu(params); }, "out_order is null");
 }
 
 TEST(AttentionParams, RejectsMismatchedShapesWithAClearMessage) {
@@ -352,7 +343,7 @@ TEST(AttentionParams, RejectsMismatchedShapesWithAClearMessage) {
   params.v = params.k;
   params.scale = 0.125f;
   params.out = out.data();
-  expect_attention_error(params, "k [1, 10, 1, 128]");
+  testing::expect_error_naming([&] { attention_cpu(params); }, "k [1, 10, 1, 128]");
   params.k = params.q;
   params.v = params.q;
   const BlockIndex wrong(1, 2, 3, 1, 1);  // q needs 1 query tile
