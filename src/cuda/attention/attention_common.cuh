@@ -67,31 +67,54 @@ __device__ __forceinline__ int output_row(const AttentionLaunch& p, int token, i
   return p.out_order == nullptr ? token : __ldg(head_order(p, h) + token);
 }
 
-// Stores two adjacent output elements (columns col, col + 1) of row `token`.
-__device__ __forceinline__ void store_out_pair(const AttentionLaunch& p, int b, int token, int h,
-                                               int col, float x0, float x1) {
-  token = output_row(p, token, h);
-  const std::int64_t offset =
-      b * p.out_stride_batch + token * p.out_stride_token + h * p.out_stride_head + col;
+// Stores one thread's share of a finished output row: the pairs of columns 8 n + col,
+// 8 n + col + 1 (n < kGroups; pair(n) gives the two unnormalised values) times `inverse`, at
+// frame-major row `row` (output_row). The row's address and the output dtype are resolved once
+// per row, not once per pair.
+template <int kGroups, typename PairOf>
+__device__ __forceinline__ void store_out_row(const AttentionLaunch& p, int b, int row, int h,
+                                              int col, float inverse, PairOf pair) {
+  const std::int64_t offset = b * p.out_stride_batch +
+                              static_cast<std::int64_t>(row) * p.out_stride_token +
+                              h * p.out_stride_head + col;
   switch (p.out_dtype) {
-    case DType::kF32:
-      *reinterpret_cast<float2*>(static_cast<float*>(p.out) + offset) = make_float2(x0, x1);
+    case DType::kF32: {
+      float* out = static_cast<float*>(p.out) + offset;
+#pragma unroll
+      for (int n = 0; n < kGroups; ++n) {
+        const float2 x = pair(n);
+        *reinterpret_cast<float2*>(out + 8 * n) = make_float2(x.x * inverse, x.y * inverse);
+      }
       break;
-    case DType::kBF16:
-      *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + offset) =
-          __floats2bfloat162_rn(x0, x1);
+    }
+    case DType::kBF16: {
+      __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) + offset;
+#pragma unroll
+      for (int n = 0; n < kGroups; ++n) {
+        const float2 x = pair(n);
+        *reinterpret_cast<__nv_bfloat162*>(out + 8 * n) =
+            __floats2bfloat162_rn(x.x * inverse, x.y * inverse);
+      }
       break;
-    default:  // kF16; can_implement admits no other
-      *reinterpret_cast<__half2*>(static_cast<__half*>(p.out) + offset) = __floats2half2_rn(x0, x1);
+    }
+    default: {  // kF16; can_implement admits no other
+      __half* out = static_cast<__half*>(p.out) + offset;
+#pragma unroll
+      for (int n = 0; n < kGroups; ++n) {
+        const float2 x = pair(n);
+        *reinterpret_cast<__half2*>(out + 8 * n) = __floats2half2_rn(x.x * inverse, x.y * inverse);
+      }
       break;
+    }
   }
 }
 
-__device__ __forceinline__ void store_lse(const AttentionLaunch& p, int b, int token, int h,
+// Stores the lse of frame-major row `row` (output_row) of head h, if lse is wanted.
+__device__ __forceinline__ void store_lse(const AttentionLaunch& p, int b, int row, int h,
                                           float value) {
   if (p.lse == nullptr) return;
-  token = output_row(p, token, h);
-  p.lse[b * p.lse_stride_batch + token * p.lse_stride_token + h * p.lse_stride_head] = value;
+  p.lse[b * p.lse_stride_batch + static_cast<std::int64_t>(row) * p.lse_stride_token +
+        h * p.lse_stride_head] = value;
 }
 
 // Row statistics of the online softmax, in units of raw scores: m = running max of s q.k / s,

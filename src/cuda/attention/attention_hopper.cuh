@@ -536,13 +536,12 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       const int token = row0 + 8 * i;
       if (token >= p.q_tokens) continue;
       const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
-#pragma unroll
-      for (int n = 0; n < kDim / 8; ++n) {
-        store_out_pair(p, it.b, token, it.h, 8 * n + 2 * (lane % 4), o[4 * n + 2 * i] * inverse,
-                       o[4 * n + 2 * i + 1] * inverse);
-      }
+      const int row = output_row(p, token, it.h);
+      store_out_row<kDim / 8>(p, it.b, row, it.h, 2 * (lane % 4), inverse, [&](int n) {
+        return make_float2(o[4 * n + 2 * i], o[4 * n + 2 * i + 1]);
+      });
       if (lane % 4 == 0) {
-        store_lse(p, it.b, token, it.h, sum > 0.0f ? row_max[i] * p.scale + logf(sum) : -INFINITY);
+        store_lse(p, it.b, row, it.h, sum > 0.0f ? row_max[i] * p.scale + logf(sum) : -INFINITY);
       }
     }
   }

@@ -257,13 +257,11 @@ __global__ void __launch_bounds__(PortableTile<kDim>::kThreads)
     const int token = q0 + warp * 16 + lane / 4 + 8 * i;
     if (token >= p.q_tokens) continue;
     const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < kDim / 8; ++nt) {
-      store_out_pair(p, b, token, h, nt * 8 + 2 * (lane % 4), o[nt][2 * i] * inverse,
-                     o[nt][2 * i + 1] * inverse);
-    }
+    const int row = output_row(p, token, h);
+    store_out_row<kDim / 8>(p, b, row, h, 2 * (lane % 4), inverse,
+                            [&](int nt) { return make_float2(o[nt][2 * i], o[nt][2 * i + 1]); });
     if (lane % 4 == 0) {
-      store_lse(p, b, token, h, sum > 0.0f ? row_max[i] * p.scale + logf(sum) : -INFINITY);
+      store_lse(p, b, row, h, sum > 0.0f ? row_max[i] * p.scale + logf(sum) : -INFINITY);
     }
   }
 }
