@@ -315,6 +315,12 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
   const int warp = (threadIdx.x / 32) % 4;  // warp inside the warpgroup: 16 rows each
   const int lane = threadIdx.x % 32;
   const std::uint32_t q_rows = q_smem + consumer * 64 * 128;  // 64 rows x 128 B, 1024-aligned
+  // Operand descriptors of this consumer's Q rows and of K and V stage 0 (advance_descriptor
+  // moves them to a stage and k step). K is K-major; V is MN-major: 8 keys x 128 B per
+  // 1024-byte group (stride 1024), panels of 64 channels 16 KB apart (leading offset).
+  const std::uint64_t q_descriptor = smem_descriptor(q_rows, 16, 1024);
+  const std::uint64_t k_descriptor = smem_descriptor(k_smem, 16, 1024);
+  const std::uint64_t v_descriptor = smem_descriptor(v_smem, Tile::kPanelBytes, 1024);
   int stage = 0;
   std::uint32_t phase = 0;
   int round = 0;
@@ -367,20 +373,17 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       for (int kk = 0; kk < kDim / 16; ++kk) {
         // k step kk: panel kk / 4, 32 bytes (16 elements) per step inside the 128-byte row.
         const std::uint32_t offset = (kk / 4) * Tile::kPanelBytes + (kk % 4) * 32;
-        Mma::qk(s, smem_descriptor(q_rows + offset, 16, 1024),
-                smem_descriptor(k_smem + tile_stage * Tile::kTileBytes + offset, 16, 1024), kk > 0);
+        Mma::qk(s, advance_descriptor(q_descriptor, offset),
+                advance_descriptor(k_descriptor, tile_stage * Tile::kTileBytes + offset), kk > 0);
       }
       wgmma_commit();
     };
     auto issue_pv = [&](int tile_stage) {
 #pragma unroll
       for (int kk = 0; kk < 8; ++kk) {
-        // V is [keys][D] (D contiguous): B of P V is MN-major. 8 keys x 128 B per 1024-byte
-        // group (stride 1024), panels of 64 channels 16 KB apart (leading offset), 16 keys =
-        // 2048 bytes per k step.
+        // V is [keys][D] (D contiguous): 16 keys = 2048 bytes per k step.
         Mma::pv(o, pf[kk],
-                smem_descriptor(v_smem + tile_stage * Tile::kTileBytes + kk * 2048,
-                                Tile::kPanelBytes, 1024));
+                advance_descriptor(v_descriptor, tile_stage * Tile::kTileBytes + kk * 2048));
       }
       wgmma_commit();
     };
@@ -405,7 +408,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
         }
         const float new_max = fmaxf(row_max[i], quad_max(tile_max));
         const float base = new_max == -INFINITY ? 0.0f : new_max * p.scale_log2;
-        rescale[i] = exp2f(row_max[i] * p.scale_log2 - base);
+        rescale[i] = fast_exp2(row_max[i] * p.scale_log2 - base);
         row_max[i] = new_max;
         float sum = 0.0f;
 #pragma unroll
@@ -413,7 +416,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float& x = s[4 * n + 2 * i + e];
-            x = exp2f(fmaf(x, p.scale_log2, -base));
+            x = fast_exp2(fmaf(x, p.scale_log2, -base));
             sum += x;
           }
         }

@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(PortableTile<kDim>::kThreads)
       const float new_max = fmaxf(row_max[i], quad_max(step_max));
       // A row whose keys so far are all masked keeps max -inf; exponentiate against 0 then.
       const float base = new_max == -INFINITY ? 0.0f : new_max * p.scale_log2;
-      const float rescale = exp2f(row_max[i] * p.scale_log2 - base);
+      const float rescale = fast_exp2(row_max[i] * p.scale_log2 - base);
       row_max[i] = new_max;
       row_sum[i] *= rescale;
 #pragma unroll
@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(PortableTile<kDim>::kThreads)
       for (int nt = 0; nt < kKeys / 8; ++nt) {
 #pragma unroll
         for (int e = 2 * i; e < 2 * i + 2; ++e) {
-          s[nt][e] = exp2f(fmaf(s[nt][e], p.scale_log2, -base));
+          s[nt][e] = fast_exp2(fmaf(s[nt][e], p.scale_log2, -base));
           row_sum[i] += s[nt][e];
         }
       }

@@ -140,6 +140,14 @@ __device__ __forceinline__ std::uint64_t smem_descriptor(std::uint32_t address,
   desc |= 1ull << 62;
   return desc;
 }
+// The descriptor of an operand `bytes` (a multiple of 16) after desc's: one 32-bit add to the
+// start-address field, which cannot carry out of its 14 bits (shared memory is < 256 KB). Built
+// once per kernel and advanced per wgmma, so the loop does not redo smem_descriptor's masks.
+__device__ __forceinline__ std::uint64_t advance_descriptor(std::uint64_t desc,
+                                                            std::uint32_t bytes) {
+  const std::uint32_t low = static_cast<std::uint32_t>(desc) + (bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | low;
+}
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
