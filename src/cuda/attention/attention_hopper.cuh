@@ -48,15 +48,13 @@
 //   so QK^T starts before V lands), kv_empty[s] (8 consumer warps). Phases are tracked by a
 //   running stage counter shared by producer and consumers (both walk the same items and lists).
 //
-// Where the remaining time goes (bench/RESULTS.md): a fixed cost of ~5.6 us per item (query
-// tile) at D = 128, ~2.8 key tiles' worth: the Q load after the previous item releases Q, the
-// pipeline prologue (S_0 and its softmax with no GEMM to hide under) and drain (last P V), and
-// the epilogue's direct global stores. It is 8.5% of the time at 95% sparsity (30 tiles per
-// row), 1% dense. Tried (bench/RESULTS.md, 15:15 UTC; branch experiment/cross-item-pipeline):
-// a second Q slot (Q 2 + K 3 + V 2 slots) and carrying the pipeline across items (an item's
-// last P V issued with the next item's S_0) left 95% where it was, so neither waiting for Q nor
-// the prologue/drain is the fixed cost. Not measured yet: the epilogue, which looks up the
-// output row and switches on the output dtype for every 2-element store (store_out_pair).
+// Where the time went (bench/RESULTS.md, 16:50-17:10 UTC; bench/ncu_stalls.sh): the key-tile
+// loop is issue-bound. With pingpong one warpgroup's softmax has to fit under the other's GEMMs,
+// so every instruction of the loop counts: exp2f's denormal handling and per-k-step descriptor
+// rebuilding were a quarter of it (821 instructions per warp per tile); fast_exp2 and
+// advance_descriptor took 95% sparsity from 84.5% to 89.5% of cuDNN and dense to 102%.
+// Tried and not the fixed cost per query tile (RESULTS 15:15 UTC, branch
+// experiment/cross-item-pipeline): a second Q slot and carrying the pipeline across items.
 // Keep every wgmma batch waited before control flow joins: ptxas otherwise serialises all
 // wgmma of the kernel (messages C7518/C7520) and dense speed drops ~18%.
 #pragma once
