@@ -4,10 +4,10 @@
 #   bash testbed/prepare_device.sh          # once, HERE: .whl (diffusers) and .devdeps
 #   run(command="bash testbed/device.sh", carry=[".whl", ".devdeps"], timeout_s=600)
 #   ... the same call again, within 30 s of the last one returning (the machine goes back after
-#   30 s idle), until it prints "testbed: done" (3 calls for the default 18-minute budget).
+#   30 s idle), until it prints "testbed: done" (3 calls for the default 16-minute budget).
 #
 # First call: installs the carried diffusers wheel, starts training (python -m testbed.train,
-# TESTBED_MINUTES, default 18) and the CUDA build of veda (VEDA_CUDA=ON pip install .) in their
+# TESTBED_MINUTES, default 16) and the CUDA build of veda (VEDA_CUDA=ON pip install .) in their
 # own process sessions, so both outlive the call. Every call then waits up to TESTBED_WAIT
 # seconds (default 530) for training to end, prints the log's tail and copies the newest
 # checkpoint to $OUT. Once training has ended and veda is built: samples dense and Veda
@@ -27,7 +27,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 WORK=${TESTBED_WORK:-/tmp/testbed_device}
 RUN=$WORK/checkpoint
-MINUTES=${TESTBED_MINUTES:-18}
+MINUTES=${TESTBED_MINUTES:-16}
 WAIT=${TESTBED_WAIT:-530}
 OUT=${OUT:-$WORK/out}
 REPO=$(pwd)

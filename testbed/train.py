@@ -1,6 +1,6 @@
 """Flow-matching training of the testbed model on synthesised clips.
 
-    python -m testbed.train --out runs/testbed                 # CUDA: default 18-minute budget
+    python -m testbed.train --out runs/testbed                 # CUDA: default 16-minute budget
     python -m testbed.train --device cpu --tiny --max-steps 3 --out /tmp/tb   # smoke run
 
 Rectified flow: x_t = (1 - t) x0 + t noise with t ~ logit-normal(0, 1), the model predicts the
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="tiny model and clip (CPU smoke test)")
-    p.add_argument("--minutes", type=float, default=18.0, help="time budget of the loop")
+    p.add_argument("--minutes", type=float, default=16.0, help="time budget of the loop")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -53,7 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-minutes", type=float, default=5.0)
     p.add_argument("--save-dtype", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the transformer (default: on CUDA; ~1 min to compile, then 1.5x faster)",
+    )
     p.add_argument("--resume", default=None, help="folder with train_state.pt to continue")
     p.add_argument("--frames", type=int, default=None, help="override the clip frames")
     p.add_argument("--height", type=int, default=None)
@@ -142,6 +147,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         step = int(state["step"])
         history = list(state.get("history", []))
         torch.set_rng_state(state["torch_rng"])
+    if args.compile is None:
+        args.compile = device.type == "cuda"
     forward = torch.compile(model) if args.compile else model
 
     data = ClipGenerator(config.frames, config.height, config.width, device=str(device))
