@@ -56,10 +56,10 @@ __device__ __forceinline__ TileList tile_list(const AttentionLaunch& p, int b, i
 // otherwise a miss to HBM on its critical path.
 __device__ __forceinline__ void prefetch_tile_list(const AttentionLaunch& p, int b, int h,
                                                    int q_tile) {
+  if (p.offsets == nullptr && p.counts == nullptr) return;  // dense: no index
   const std::int64_t slot = (static_cast<std::int64_t>(b) * p.heads + h) * p.q_tiles + q_tile;
   const void* count = p.offsets != nullptr ? static_cast<const void*>(p.offsets + slot)
                                            : static_cast<const void*>(p.counts + slot);
-  if (p.offsets == nullptr && p.counts == nullptr) return;  // dense
   asm volatile("prefetch.global.L2 [%0];" ::"l"(count));
   if (p.offsets == nullptr)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p.rows + slot * p.budget));
@@ -131,9 +131,6 @@ __device__ __forceinline__ void store_lse(const AttentionLaunch& p, int b, int r
         h * p.lse_stride_head] = value;
 }
 
-// Row statistics of the online softmax, in units of raw scores: m = running max of s q.k / s,
-// kept as max of q.k; l = running sum of exp2((q.k - m) * scale_log2) (partial per thread until
-// the final quad reduction).
 // 2^x by the hardware's ex2 with denormal results flushed to zero: one MUFU.EX2. exp2f without
 // fast math adds a range test and two multiplies per call to keep denormals (~190 instructions
 // per key tile of the Hopper loop, a quarter of it); probabilities under 2^-126 are zero in
@@ -144,6 +141,9 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// Row statistics of the online softmax, in units of raw scores: m = running max of s q.k / s,
+// kept as max of q.k; l = running sum of exp2((q.k - m) * scale_log2) (partial per thread until
+// the final quad reduction).
 __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
