@@ -57,6 +57,7 @@ def sparse_attention(
     head_index: Sequence[int] | None = None,
     profile: ProfileLike = None,
     return_lse: bool = False,
+    low_memory: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Block-sparse self-attention of a video DiT layer.
 
@@ -80,6 +81,9 @@ def sparse_attention(
             veda: the fewest best key tiles holding that share of the estimated mass, at most
             the budget). method "veda" needs a LayerProfile with estimator parameters.
         return_lse: also return lse [B, L, H_local] (float32, natural log).
+        low_memory: CUDA: keep no tile-major copies of q, k, v (the attention kernel gathers
+            their rows itself): the call's workspace shrinks by 3 x the size of q (2.3 GB at
+            Wan2.1-14B 720p) and the call is 10-12% slower. Nothing changes on the CPU.
 
     Returns:
         out [B, L, H_local, D] in q's dtype, and lse [B, L, H_local] when return_lse.
@@ -118,6 +122,8 @@ def sparse_attention(
         raise ValueError(
             f"text_position {text_position!r} is not known; expected 'after' or 'before'"
         )
+    if not isinstance(low_memory, bool):
+        raise TypeError(f"low_memory is a {type(low_memory).__name__}; expected True or False")
     settings, global_heads = _head_settings(
         heads, head_index, profile, HeadSettings(tile_sides, sparsity)
     )
@@ -129,6 +135,7 @@ def sparse_attention(
         global_heads=global_heads,
         method=method,
         projections=projections,
+        low_memory=low_memory,
     )
 
     if text_tokens == 0 or on_gpu:
@@ -202,6 +209,7 @@ def _video_attention(
     method: str,
     projections: tuple[torch.Tensor, torch.Tensor] | None,  # p_q, p_k [H_global, 3D, D]
     out_dtype: torch.dtype | None,
+    low_memory: bool = False,
     text_tokens: int = 0,
     text_position: str = "after",
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,6 +248,7 @@ def _video_attention(
             text_tokens,
             text_position,
             thresholds,
+            low_memory,
         )
 
     if len(groups) == 1:

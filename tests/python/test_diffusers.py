@@ -224,6 +224,7 @@ def test_two_expert_pipeline(wan_inputs):
         ({"dense_layers": (5,)}, ValueError, "dense_layers holds 5; transformer has layers 0..1"),
         ({"dense_steps": -1}, ValueError, "dense_steps is -1"),
         ({"tile": (3, 3, 3)}, ValueError, "tile 3x3x3 has 27 tokens"),
+        ({"low_memory": 1}, TypeError, "low_memory is a int; expected True or False"),
     ],
 )
 def test_enable_rejects_bad_arguments(wan_transformer, kwargs, error, message):

@@ -181,6 +181,31 @@ def test_text_tokens_on_a_grid_with_a_short_last_tile(text, text_position):
 
 
 @pytest.mark.parametrize("text", [0, 20])
+def test_low_memory_mode_gives_the_same_result_with_less_workspace(text):
+    # No tile-major copies: the attention kernel reads q, k, v through the tile-major order. The
+    # same statistics, selection and arithmetic, so the same bits; 3 copies of 2 B*N*H*D bytes
+    # less workspace (with text, 4 B*N*H*D of them come back for the video rows' text part).
+    grid, batch, heads, dim = (3, 10, 21), 2, 2, 128
+    q, k, v = with_text(structured_qkv(grid, batch, heads, dim, seed=30), text, "after", 31)
+    kwargs = {"grid": grid, "sparsity": 0.75, "text_tokens": text}
+    cpu = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
+    q, k, v = q.cuda(), k.cuda(), v.cuda()
+    default = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
+    low = veda.sparse_attention(q, k, v, return_lse=True, low_memory=True, **kwargs)
+    assert_matches_cpu(low, cpu)
+    assert torch.equal(low[0], default[0]) and torch.equal(low[1], default[1])
+    plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0, text, "after")
+    code = veda.ops.DTYPE_CODES[q.dtype]
+    bytes_of = functools.partial(
+        _veda.plan_workspace_bytes, q.device.index or 0, list(grid), batch, heads, dim, code, *plan
+    )
+    elements = batch * 630 * heads * dim
+    saved = bytes_of(False) - bytes_of(True)
+    expected = 6 * elements if text == 0 else 2 * elements
+    assert abs(saved - expected) <= 3 * 256  # each workspace piece is rounded up to 256 bytes
+
+
+@pytest.mark.parametrize("text", [0, 20])
 def test_profile_heads_with_their_own_tile_shapes(text):
     # Heads 0, 2 share sparsity 0.9 with different tile shapes: one plan with a shape per head;
     # head 1 (0.5) another. Two op calls, each over all L rows with text tokens.

@@ -163,6 +163,14 @@ def test_profile_gives_each_head_its_tile_shape_and_sparsity():
         assert torch.equal(out[:, :, local : local + 1], alone), f"local head {local}"
 
 
+def test_low_memory_changes_nothing_on_the_cpu():
+    # The CPU reference makes no tile-major copies either way; low_memory is a GPU workspace mode.
+    q, k, v = random_qkv(batch=1, heads=2)
+    default = veda.sparse_attention(q, k, v, grid=GRID, sparsity=0.75, return_lse=True)
+    low = veda.sparse_attention(q, k, v, grid=GRID, sparsity=0.75, return_lse=True, low_memory=True)
+    assert torch.equal(low[0], default[0]) and torch.equal(low[1], default[1])
+
+
 def test_cumulative_thresholds_keep_fewer_tiles():
     grid = (4, 16, 16)  # 8 tiles: budgets 8 (sparsity 0) and 4 (0.5)
     q, k, v = random_qkv(batch=1, tokens=1024, heads=2, dim=32, seed=4)
@@ -290,6 +298,7 @@ def test_compiled_function_is_one_graph_with_opaque_ops():
             "global head 5, but the profile has 2 heads",
         ),
         ({"grid": GRID, "profile": {"tile": "1x8x16"}}, TypeError, "profile is a dict"),
+        ({"grid": GRID, "low_memory": "yes"}, TypeError, "low_memory is a str"),
     ],
 )
 def test_bad_arguments_raise_with_clear_messages(kwargs, error, message):

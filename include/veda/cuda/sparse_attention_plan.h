@@ -67,7 +67,8 @@ struct SparseLayerSettings {
   TextPosition text_position = TextPosition::kAfter;
   // true: gather q, k, v into tile-major copies that attention loads by TMA (the fastest);
   // false: no copies, attention gathers the rows itself (AttentionParams::read_through_order):
-  // 2.3 GB less workspace at Wan2.1-14B 720p, the whole call ~12% slower (bench/RESULTS.md).
+  // 2.3 GB less workspace at Wan2.1-14B 720p, the whole call 10-12% slower (bench/RESULTS.md).
+  // Python: low_memory=True.
   bool reordered_copies = true;
 };
 
