@@ -199,40 +199,25 @@ TEST_P(SparseAttentionPlanCuda, MatchesTheCpuComposition) {
   }
 }
 
+// A case run again with attention gathering q, k, v rows itself (no tile-major copies).
+template <typename Case>
+Case without_copies(Case c, const char* name) {
+  c.name = name;
+  c.reordered_copies = false;
+  return c;
+}
+
+const PlanCase kTwoShapesEstimator{
+    "TwoShapesEstimator", 2, {3, 10, 21}, 3, 64, {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}}, 0.9, true};
+const PlanCase kWanLikeRows{"WanLikeRows",          1,    {5, 45, 16}, 2, 128,
+                            {{2, 8, 8}, {8, 4, 4}}, 0.95, true};
+
 INSTANTIATE_TEST_SUITE_P(
     Layers, SparseAttentionPlanCuda,
     ::testing::Values(
         PlanCase{"OneShapeMeanPool", 1, {4, 16, 16}, 2, 128, {{1, 8, 16}}, 0.75, false},
-        PlanCase{"TwoShapesEstimator",
-                 2,
-                 {3, 10, 21},
-                 3,
-                 64,
-                 {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}},
-                 0.9,
-                 true},
-        PlanCase{"WanLikeRows", 1, {5, 45, 16}, 2, 128, {{2, 8, 8}, {8, 4, 4}}, 0.95, true},
-        // Attention gathering q, k, v rows itself (no tile-major copies).
-        PlanCase{"WanLikeRowsNoCopies",
-                 1,
-                 {5, 45, 16},
-                 2,
-                 128,
-                 {{2, 8, 8}, {8, 4, 4}},
-                 0.95,
-                 true,
-                 {},
-                 false},
-        PlanCase{"TwoShapesEstimatorNoCopies",
-                 2,
-                 {3, 10, 21},
-                 3,
-                 64,
-                 {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}},
-                 0.9,
-                 true,
-                 {},
-                 false},
+        kTwoShapesEstimator, kWanLikeRows, without_copies(kWanLikeRows, "WanLikeRowsNoCopies"),
+        without_copies(kTwoShapesEstimator, "TwoShapesEstimatorNoCopies"),
         // Head 0 keeps the fewest tiles holding 70% of the estimated mass (at most the budget).
         PlanCase{
             "CumulativeThreshold", 2, {3, 10, 21}, 2, 64, {{1, 8, 16}}, 0.5, true, {0.7, 0.0}}),
@@ -503,6 +488,10 @@ TEST_P(SparseAttentionPlanTextCuda, MatchesTheCpuComposition) {
   }
 }
 
+const TextCase kAfter77Estimator{
+    "After77Estimator",   2,   {2, 9, 20}, 2, 128, {{2, 8, 8}, {8, 4, 4}}, 0.7, 77,
+    TextPosition::kAfter, true};
+
 INSTANTIATE_TEST_SUITE_P(
     TextTokens, SparseAttentionPlanTextCuda,
     ::testing::Values(
@@ -518,16 +507,7 @@ INSTANTIATE_TEST_SUITE_P(
                  false},
         TextCase{
             "Before1", 1, {2, 9, 20}, 2, 128, {{1, 8, 16}}, 0.5, 1, TextPosition::kBefore, false},
-        TextCase{"After77Estimator",
-                 2,
-                 {2, 9, 20},
-                 2,
-                 128,
-                 {{2, 8, 8}, {8, 4, 4}},
-                 0.7,
-                 77,
-                 TextPosition::kAfter,
-                 true},
+        kAfter77Estimator,
         TextCase{"Before77Estimator",
                  2,
                  {3, 10, 21},
@@ -550,17 +530,7 @@ INSTANTIATE_TEST_SUITE_P(
                  300,
                  TextPosition::kBefore,
                  true},
-        TextCase{"After77EstimatorNoCopies",
-                 2,
-                 {2, 9, 20},
-                 2,
-                 128,
-                 {{2, 8, 8}, {8, 4, 4}},
-                 0.7,
-                 77,
-                 TextPosition::kAfter,
-                 true,
-                 false}),
+        without_copies(kAfter77Estimator, "After77EstimatorNoCopies")),
     [](const auto& test) { return std::string(test.param.name); });
 
 TEST(SparseAttentionPlanCuda, RejectsBadThresholdsBeforeTouchingTheDevice) {
