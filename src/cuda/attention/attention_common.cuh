@@ -51,20 +51,6 @@ __device__ __forceinline__ TileList tile_list(const AttentionLaunch& p, int b, i
   return {p.rows + slot * p.budget, __ldg(p.counts + slot)};
 }
 
-// Pulls the index entries of (b, h, q_tile) into L2 ahead of their use: the count (or CSR
-// offsets) and the first 128 bytes of the list, which each item reads first and which are
-// otherwise a miss to HBM on its critical path.
-__device__ __forceinline__ void prefetch_tile_list(const AttentionLaunch& p, int b, int h,
-                                                   int q_tile) {
-  if (p.offsets == nullptr && p.counts == nullptr) return;  // dense: no index
-  const std::int64_t slot = (static_cast<std::int64_t>(b) * p.heads + h) * p.q_tiles + q_tile;
-  const void* count = p.offsets != nullptr ? static_cast<const void*>(p.offsets + slot)
-                                           : static_cast<const void*>(p.counts + slot);
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(count));
-  if (p.offsets == nullptr)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p.rows + slot * p.budget));
-}
-
 // Head h's row of p.out_order [G, N]: tile-major row r is frame-major row order[r].
 __device__ __forceinline__ const std::int32_t* head_order(const AttentionLaunch& p, int h) {
   const int group = p.out_head_group ? __ldg(p.out_head_group + h) : 0;
