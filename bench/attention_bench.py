@@ -17,6 +17,7 @@ measurement takes ~budget seconds, at least 3). Writes JSON; prints a table last
 
 import argparse
 import ctypes
+import functools
 import json
 import math
 import os
@@ -133,6 +134,12 @@ def flex_block_mask(counts, indices, n):
                                     seq_lengths=(n, n))
 
 
+def cudnn_attention(q, k, v):
+    """Dense attention by torch SDPA's cuDNN backend, q, k, v [B, H, N, D]."""
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
 def rel_error(x, ref):
     return float((x.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-30))
 
@@ -160,10 +167,7 @@ def run(args):
                 out = torch.empty_like(q)
                 dense_flop = 4.0 * batch * heads * n * n * d
 
-                def cudnn():
-                    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                        return F.scaled_dot_product_attention(qh, kh, vh)
-
+                cudnn = functools.partial(cudnn_attention, qh, kh, vh)
                 cudnn_ms, _ = time_call(cudnn, args.budget)
                 reference = cudnn().transpose(1, 2)
                 cudnn_tflops = dense_flop / cudnn_ms / 1e9
@@ -186,13 +190,14 @@ def run(args):
                                                          generator)
                             idx_full, cnt_full = indices, counts
                             flop = kept_flop(indices, n, d)
-                        row = dict(n=n, heads=heads, batch=batch, dim=d, dtype=args.dtype,
-                                   sparsity=sparsity, pattern=pattern, kept_tiles_per_row=keep,
-                                   key_tiles=tiles, kept_flop=flop, cudnn_dense_ms=cudnn_ms,
-                                   cudnn_dense_tflops=cudnn_tflops)
+                        row = {"n": n, "heads": heads, "batch": batch, "dim": d,
+                               "dtype": args.dtype, "sparsity": sparsity, "pattern": pattern,
+                               "kept_tiles_per_row": keep, "key_tiles": tiles, "kept_flop": flop,
+                               "cudnn_dense_ms": cudnn_ms, "cudnn_dense_tflops": cudnn_tflops}
                         for name, kernel in args.kernels:
                             try:
-                                fn = lambda: veda(q, k, v, out, counts, indices, kernel=kernel)
+                                fn = functools.partial(veda, q, k, v, out, counts, indices,
+                                                       kernel=kernel)
                                 ms, reps = time_call(fn, args.budget)
                             except ValueError as error:
                                 row[f"{name}_error"] = str(error)
@@ -206,7 +211,7 @@ def run(args):
                         if flex is not None:
                             try:
                                 mask = flex_block_mask(cnt_full, idx_full, n)
-                                fn = lambda: flex(qh, kh, vh, block_mask=mask)
+                                fn = functools.partial(flex, qh, kh, vh, block_mask=mask)
                                 flex_ms, reps = time_call(fn, args.budget)
                                 row["flex_ms"] = flex_ms
                                 row["flex_tflops"] = flop / flex_ms / 1e9
@@ -230,9 +235,9 @@ def run(args):
 
 def table(results, kernels):
     name = kernels[0][0]
-    lines = [f"{'N':>6} {'H':>2} {'B':>1} {'D':>3} {'pattern':>7} {'sp%':>5} {'cuDNN TF':>8} "
-             f"{name + ' ms':>10} {'TF':>5} {'%cuDNN':>6} {'x cuDNN':>7} {'flex TF':>7} "
-             f"{'x flex':>6} {'err':>7}"]
+    lines = [(f"{'N':>6} {'H':>2} {'B':>1} {'D':>3} {'pattern':>7} {'sp%':>5} {'cuDNN TF':>8} "
+              f"{name + ' ms':>10} {'TF':>5} {'%cuDNN':>6} {'x cuDNN':>7} {'flex TF':>7} "
+              f"{'x flex':>6} {'err':>7}")]
     for r in results:
         tf = r.get(f"{name}_tflops")
         err = r.get(f"{name}_rel_error_vs_flex", r.get(f"{name}_rel_error_vs_cudnn"))
@@ -274,16 +279,16 @@ def main():
     if not commit:
         try:
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True).stdout.strip()
+                                    text=True, check=False).stdout.strip()
         except OSError:
             commit = ""
-    meta = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
-                cudnn=torch.backends.cudnn.version(), commit=commit, argv=sys.argv,
-                seconds=time.time() - started, date=time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                                                   time.gmtime()))
+    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "cudnn": torch.backends.cudnn.version(), "commit": commit, "argv": sys.argv,
+            "seconds": time.time() - started,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(dict(meta=meta, results=results), f, indent=1)
+        json.dump({"meta": meta, "results": results}, f, indent=1)
     print(json.dumps(meta))
     print(table(results, args.kernels))
 
