@@ -1,79 +1,53 @@
 #include "veda/method/estimator.h"
 
+#define EIGEN_DONT_PARALLELIZE
+#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "veda/error.h"
-#include "veda/tile_scoring.h"
+#include "veda/tile_statistics.h"
 
 namespace veda::method {
 namespace {
 
-// c[m, n] = a[m, k] b[k, n]
-void matmul_nn(const float* a, const float* b, float* c, std::int64_t m, std::int64_t k,
-               std::int64_t n) {
-  std::fill(c, c + m * n, 0.0f);
-  for (std::int64_t i = 0; i < m; ++i) {
-    for (std::int64_t p = 0; p < k; ++p) {
-      const float x = a[i * k + p];
-      if (x == 0.0f) continue;
-      const float* b_row = b + p * n;
-      float* c_row = c + i * n;
-      for (std::int64_t j = 0; j < n; ++j) c_row[j] += x * b_row[j];
-    }
-  }
-}
+// Row-major float matrices over the samples' flat vectors; Eigen's GEMM (vectorised, cache
+// blocked) does the distillation's products. Single-threaded (EIGEN_DONT_PARALLELIZE): callers
+// run heads in parallel.
+using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const Matrix>;
+using Map = Eigen::Map<Matrix>;
 
-// c[m, n] += a[k, m]^T b[k, n]
-void matmul_tn_add(const float* a, const float* b, float* c, std::int64_t k, std::int64_t m,
-                   std::int64_t n) {
-  for (std::int64_t p = 0; p < k; ++p) {
-    for (std::int64_t i = 0; i < m; ++i) {
-      const float x = a[p * m + i];
-      if (x == 0.0f) continue;
-      const float* b_row = b + p * n;
-      float* c_row = c + i * n;
-      for (std::int64_t j = 0; j < n; ++j) c_row[j] += x * b_row[j];
-    }
+// Descriptors x^ [T, D] = mean + stats P from stats [T, 3D]. Diagonal P uses only its
+// diagonal blocks, P[c * D + d, d]: x^[t, d] = mean[t, d] + sum_c stats[t, c, d] P[c * D + d, d].
+Matrix descriptors(const ConstMap& stats, std::int64_t dim, const std::vector<float>& p,
+                   ProjectionStructure structure) {
+  Matrix out = stats.middleCols(kTileMean * dim, dim);
+  if (structure == ProjectionStructure::kFull) {
+    out.noalias() += stats * ConstMap(p.data(), 3 * dim, dim);
+    return out;
   }
-}
-
-// c[m, n] = a[m, k] b[n, k]^T
-void matmul_nt(const float* a, const float* b, float* c, std::int64_t m, std::int64_t k,
-               std::int64_t n) {
-  for (std::int64_t i = 0; i < m; ++i) {
-    for (std::int64_t j = 0; j < n; ++j) {
-      float sum = 0;
-      for (std::int64_t p = 0; p < k; ++p) sum += a[i * k + p] * b[j * k + p];
-      c[i * n + j] = sum;
-    }
-  }
-}
-
-// Diagonal P: x^[t, d] = mean[t, d] + sum_c stats[t, c, d] P[c * D + d, d].
-std::vector<float> diagonal_descriptors(const std::vector<float>& stats, std::int64_t tiles,
-                                        std::int64_t dim, const std::vector<float>& p) {
-  std::vector<float> out(tiles * dim);
-  for (std::int64_t t = 0; t < tiles; ++t) {
-    const float* row = stats.data() + t * 3 * dim;
-    for (std::int64_t d = 0; d < dim; ++d) {
-      out[t * dim + d] = row[d] + row[d] * p[d * dim + d] + row[dim + d] * p[(dim + d) * dim + d] +
-                         row[2 * dim + d] * p[(2 * dim + d) * dim + d];
-    }
+  for (std::int64_t c = 0; c < 3; ++c) {
+    const Eigen::Map<const Eigen::VectorXf, 0, Eigen::InnerStride<>> weights(
+        p.data() + c * dim * dim, dim, Eigen::InnerStride<>(dim + 1));
+    out += stats.middleCols(c * dim, dim) * weights.asDiagonal();
   }
   return out;
 }
 
-// grad P[c * D + d, d] += sum_t stats[t, c, d] dx^[t, d]
-void add_diagonal_gradient(const std::vector<float>& stats, const std::vector<float>& dx,
-                           std::int64_t tiles, std::int64_t dim, std::vector<float>& grad) {
-  for (std::int64_t t = 0; t < tiles; ++t) {
-    for (std::int64_t c = 0; c < 3; ++c) {
-      for (std::int64_t d = 0; d < dim; ++d) {
-        grad[(c * dim + d) * dim + d] += stats[t * 3 * dim + c * dim + d] * dx[t * dim + d];
-      }
-    }
+// grad P += stats^T dx^ over the trained entries: all of them, or the diagonal blocks'
+// diagonals, grad P[c * D + d, d] += sum_t stats[t, c, d] dx^[t, d].
+void add_projection_gradient(const ConstMap& stats, const Matrix& dx, std::int64_t dim,
+                             ProjectionStructure structure, std::vector<float>& grad) {
+  if (structure == ProjectionStructure::kFull) {
+    Map(grad.data(), 3 * dim, dim).noalias() += stats.transpose() * dx;
+    return;
+  }
+  for (std::int64_t c = 0; c < 3; ++c) {
+    const Eigen::VectorXf sums =
+        (stats.middleCols(c * dim, dim).array() * dx.array()).colwise().sum().transpose();
+    for (std::int64_t d = 0; d < dim; ++d) grad[(c * dim + d) * dim + d] += sums[d];
   }
 }
 
@@ -132,46 +106,40 @@ double estimator_kl(const EstimatorParams& params, const DistillSample& sample, 
                     EstimatorParams* grad, ProjectionStructure structure) {
   const std::int64_t dim = params.dim, tq = sample.q_tiles, tk = sample.k_tiles;
   check_sample(sample, dim);
-  const bool diagonal = structure == ProjectionStructure::kDiagonal;
-  const std::vector<float> q_hat = diagonal
-                                       ? diagonal_descriptors(sample.q_stats, tq, dim, params.p_q)
-                                       : project_tiles(sample.q_stats, dim, params.p_q);
-  const std::vector<float> k_hat = diagonal
-                                       ? diagonal_descriptors(sample.k_stats, tk, dim, params.p_k)
-                                       : project_tiles(sample.k_stats, dim, params.p_k);
-  std::vector<float> z(tq * tk);
-  matmul_nt(q_hat.data(), k_hat.data(), z.data(), tq, dim, tk);
-
-  // Row softmax of z; loss sum_j t (log t - log softmax); g = (softmax - t) / Tq, then scaled by s
-  // for the descriptors (z = s q^.k^).
+  const ConstMap q_stats(sample.q_stats.data(), tq, 3 * dim);
+  const ConstMap k_stats(sample.k_stats.data(), tk, 3 * dim);
+  const ConstMap teacher(sample.teacher.data(), tq, tk);
+  const Matrix q_hat = descriptors(q_stats, dim, params.p_q, structure);
+  const Matrix k_hat = descriptors(k_stats, dim, params.p_k, structure);
+  // Scaled logits s q^ k^T [Tq, Tk]; per row i, softmax_i = exp(z_i - m_i) / n_i with the row
+  // max m_i and n_i = sum_j exp(z_ij - m_i); then
+  //   loss = 1/Tq sum_i [sum_j t_ij log t_ij - sum_j t_ij z_ij + (m_i + log n_i) sum_j t_ij].
+  Matrix z(tq, tk);
+  z.noalias() = (scale * q_hat) * k_hat.transpose();
+  Matrix softmax(tq, tk);
   double loss = 0;
-  std::vector<float> g(tq * tk);
   for (std::int64_t i = 0; i < tq; ++i) {
-    float* row = z.data() + i * tk;
-    double row_max = -std::numeric_limits<double>::infinity();
-    for (std::int64_t j = 0; j < tk; ++j) row_max = std::max<double>(row_max, scale * row[j]);
-    double sum = 0;
-    for (std::int64_t j = 0; j < tk; ++j) sum += std::exp(scale * row[j] - row_max);
-    const double log_sum = row_max + std::log(sum);
-    for (std::int64_t j = 0; j < tk; ++j) {
-      const double t = sample.teacher[i * tk + j];
-      const double log_p = scale * row[j] - log_sum;
-      if (t > 0) loss += t * (std::log(t) - log_p);
-      g[i * tk + j] = static_cast<float>((std::exp(log_p) - t) / static_cast<double>(tq) * scale);
-    }
+    // Row sums in float (vectorised; Tk terms each), the rows' totals in double.
+    const auto t = teacher.row(i).array();
+    const float row_max = z.row(i).maxCoeff();
+    softmax.row(i) = (z.row(i).array() - row_max).exp().matrix();
+    const float norm = softmax.row(i).sum();
+    softmax.row(i) /= norm;
+    // t log t with 0 log 0 = 0: t = 0 times the finite log of the smallest normal float.
+    const float negentropy = (t * t.max(std::numeric_limits<float>::min()).log()).sum();
+    const float cross = (t * z.row(i).array()).sum();
+    loss += static_cast<double>(negentropy) - cross +
+            (static_cast<double>(row_max) + std::log(static_cast<double>(norm))) * t.sum();
   }
   loss /= static_cast<double>(tq);
   if (grad != nullptr) {
-    std::vector<float> dq(tq * dim), dk(tk * dim, 0.0f);
-    matmul_nn(g.data(), k_hat.data(), dq.data(), tq, tk, dim);      // s G k^
-    matmul_tn_add(g.data(), q_hat.data(), dk.data(), tq, tk, dim);  // s G^T q^
-    if (diagonal) {
-      add_diagonal_gradient(sample.q_stats, dq, tq, dim, grad->p_q);
-      add_diagonal_gradient(sample.k_stats, dk, tk, dim, grad->p_k);
-    } else {
-      matmul_tn_add(sample.q_stats.data(), dq.data(), grad->p_q.data(), tq, 3 * dim, dim);
-      matmul_tn_add(sample.k_stats.data(), dk.data(), grad->p_k.data(), tk, 3 * dim, dim);
-    }
+    // G = (softmax - t) / Tq, times s for the descriptors: dq^ = s G k^, dk^ = s G^T q^.
+    Matrix& g = softmax;
+    g = (g - teacher) * (scale / static_cast<float>(tq));
+    const Matrix dq = g * k_hat;
+    const Matrix dk = g.transpose() * q_hat;
+    add_projection_gradient(q_stats, dq, dim, structure, grad->p_q);
+    add_projection_gradient(k_stats, dk, dim, structure, grad->p_k);
   }
   return loss;
 }
