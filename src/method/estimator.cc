@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 #include "veda/error.h"
 #include "veda/tile_statistics.h"
@@ -173,27 +174,38 @@ DistillReport distill_estimator(std::span<const DistillSample> train,
   double best = use_heldout ? report.heldout_before : report.train_before;
   EstimatorParams best_params = params;
 
-  // Adam (beta 0.9, 0.999) on both matrices as one vector; decoupled weight decay.
+  // Adam (beta 0.9, 0.999) on the trained entries of both matrices as one vector (entry k of
+  // `trained` in P_q, then in P_k); decoupled weight decay. Diagonal: the entries (c D + d, d).
+  std::vector<std::int64_t> trained;
+  if (config.structure == ProjectionStructure::kDiagonal) {
+    for (std::int64_t c = 0; c < 3; ++c) {
+      for (std::int64_t d = 0; d < dim; ++d) trained.push_back((c * dim + d) * dim + d);
+    }
+  } else {
+    trained.resize(static_cast<std::size_t>(size));
+    std::iota(trained.begin(), trained.end(), std::int64_t{0});
+  }
+  const auto entries = static_cast<std::int64_t>(trained.size());
   const double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8;
-  std::vector<double> m(2 * size, 0.0), v(2 * size, 0.0);
+  std::vector<double> m(2 * entries, 0.0), v(2 * entries, 0.0);
+  EstimatorParams grad = EstimatorParams::zeros(dim);
   int stale = 0;
   for (int step = 1; step <= config.max_steps; ++step) {
-    EstimatorParams grad = EstimatorParams::zeros(dim);
+    std::fill(grad.p_q.begin(), grad.p_q.end(), 0.0f);
+    std::fill(grad.p_k.begin(), grad.p_k.end(), 0.0f);
     for (const DistillSample& sample : train) {
       estimator_kl(params, sample, scale, &grad, config.structure);
     }
     const double inverse_samples = 1.0 / static_cast<double>(train.size());
     const double correction1 = 1.0 - std::pow(beta1, step);
     const double correction2 = 1.0 - std::pow(beta2, step);
-    const bool diagonal = config.structure == ProjectionStructure::kDiagonal;
-    for (std::int64_t i = 0; i < 2 * size; ++i) {
-      // Entry (f, d) of [3D, D] is on a diagonal block when f mod D == d.
-      if (diagonal && ((i % size) / dim) % dim != (i % size) % dim) continue;
-      float& p = i < size ? params.p_q[i] : params.p_k[i - size];
-      const double g = (i < size ? grad.p_q[i] : grad.p_k[i - size]) * inverse_samples;
-      m[i] = beta1 * m[i] + (1 - beta1) * g;
-      v[i] = beta2 * v[i] + (1 - beta2) * g * g;
-      const double update = (m[i] / correction1) / (std::sqrt(v[i] / correction2) + epsilon);
+    for (std::int64_t k = 0; k < 2 * entries; ++k) {
+      const std::int64_t i = trained[k % entries];
+      float& p = k < entries ? params.p_q[i] : params.p_k[i];
+      const double g = (k < entries ? grad.p_q[i] : grad.p_k[i]) * inverse_samples;
+      m[k] = beta1 * m[k] + (1 - beta1) * g;
+      v[k] = beta2 * v[k] + (1 - beta2) * g * g;
+      const double update = (m[k] / correction1) / (std::sqrt(v[k] / correction2) + epsilon);
       p = static_cast<float>(p - config.learning_rate * (update + config.weight_decay * p));
     }
     report.steps = step;
