@@ -13,7 +13,8 @@ OUT="${OUT:-$PWD/.deviceout}"
 mkdir -p "$OUT"
 BUILD=build-device-core
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-echo "commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted')"
+# The device copy's git metadata can lag the tree it was sent: VEDA_COMMIT, when given, names it.
+echo "commit ${VEDA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted')}"
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DVEDA_TOOLS=ON \
   > "$OUT/core_configure.log" 2>&1 || { tail -30 "$OUT/core_configure.log"; exit 1; }
