@@ -24,7 +24,10 @@
 //       the same swizzled layout (copy_rows), and the consumers add a proxy fence. Measured
 //       ~12% slower than TMA at 95% sparsity, the same on contiguous rows (the load mechanism,
 //       not the layout: ~20% more instructions issued next to the consumers; polling with
-//       sleeps and hoisted row lookups did not change it; bench/RESULTS.md).
+//       sleeps and hoisted row lookups did not change it; bench/RESULTS.md). One TMA box per
+//       run of consecutive rows (tile-major orders are runs of 4-16 rows) was no faster: TMA
+//       costs ~20-50 cycles per box, so 8-32 boxes per tile lose what they save (RESULTS 18:37
+//       UTC, branch experiment/tma-runs).
 //   WG1, WG2 consumers: query rows 0-63 and 64-127 of the tile. Per key tile:
 //       S[64 x 128] = Q K^T       wgmma m64n128k16 SS (A = Q, B = K, both K-major in smem), D/16
 //                                 instructions; fp32 accumulators, 64 registers.
@@ -52,7 +55,8 @@
 // loop is issue-bound. With pingpong one warpgroup's softmax has to fit under the other's GEMMs,
 // so every instruction of the loop counts: exp2f's denormal handling and per-k-step descriptor
 // rebuilding were a quarter of it (821 instructions per warp per tile); fast_exp2 and
-// advance_descriptor took 95% sparsity from 84.5% to 89.5% of cuDNN and dense to 102%.
+// advance_descriptor took 95% sparsity from 84.5% to 89.5% of cuDNN and dense to 102%; the
+// warpgroup index made warp-uniform (descriptors in uniform registers) to 96% and 109%.
 // Tried and not the fixed cost per query tile (RESULTS 15:15 UTC, branch
 // experiment/cross-item-pipeline): a second Q slot and carrying the pipeline across items.
 // Keep every wgmma batch waited before control flow joins: ptxas otherwise serialises all
