@@ -1,5 +1,5 @@
-// Internal: register-blocked products on zero-padded float32 operands, shared by the
-// multi-shape oracle and the two-pass block-sparse attention. Operand layouts:
+// Internal: the float32 products (Eigen's GEMM) shared by the multi-shape oracle and the two-pass
+// block-sparse attention, on zero-padded operands. Operand layouts:
 //   q rows   [rows, dims]          rows a multiple of 4, dims a multiple of 64
 //   K^T      [dims, stride]        a key's channels down a column, so a score row streams
 //   V        [keys, dims]

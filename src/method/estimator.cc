@@ -1,6 +1,5 @@
 #include "veda/method/estimator.h"
 
-#define EIGEN_DONT_PARALLELIZE
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
@@ -14,8 +13,8 @@ namespace veda::method {
 namespace {
 
 // Row-major float matrices over the samples' flat vectors; Eigen's GEMM (vectorised, cache
-// blocked) does the distillation's products. Single-threaded (EIGEN_DONT_PARALLELIZE): callers
-// run heads in parallel.
+// blocked) does the distillation's products, single-threaded (EIGEN_DONT_PARALLELIZE, set for
+// veda_method): callers run heads in parallel.
 using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstMap = Eigen::Map<const Matrix>;
 using Map = Eigen::Map<Matrix>;
