@@ -63,7 +63,7 @@ veda_header_only_fallback(nlohmann_json::nlohmann_json nlohmann/json.hpp nlohman
 find_package(CLI11 QUIET)
 veda_header_only_fallback(CLI11::CLI11 CLI/CLI.hpp libcli11-dev "${VEDA_CLI11_URL}"
                           ${VEDA_CLI11_SHA256} include)
-# Eigen: the matrix products of the estimator's distillation (src/method/estimator.cc).
+# Eigen: the method's matrix products (src/method/estimator.cc, src/method/dense_kernels.cc).
 find_package(Eigen3 3.3 NO_MODULE QUIET)
 veda_header_only_fallback(Eigen3::Eigen Eigen/Dense libeigen3-dev "${VEDA_EIGEN_URL}"
                           ${VEDA_EIGEN_SHA256} "")
