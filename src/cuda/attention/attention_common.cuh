@@ -67,6 +67,27 @@ __device__ __forceinline__ int output_row(const AttentionLaunch& p, int token, i
   return p.out_order == nullptr ? token : __ldg(head_order(p, h) + token);
 }
 
+// Two adjacent output elements of type float, bf16 or f16.
+__device__ __forceinline__ void store_pair(float* out, float x0, float x1) {
+  *reinterpret_cast<float2*>(out) = make_float2(x0, x1);
+}
+__device__ __forceinline__ void store_pair(__nv_bfloat16* out, float x0, float x1) {
+  *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(x0, x1);
+}
+__device__ __forceinline__ void store_pair(__half* out, float x0, float x1) {
+  *reinterpret_cast<__half2*>(out) = __floats2half2_rn(x0, x1);
+}
+
+// The pairs of columns 8 n, 8 n + 1 (n < kGroups) of out, times `inverse`.
+template <int kGroups, typename T, typename PairOf>
+__device__ __forceinline__ void store_pairs(T* out, float inverse, PairOf pair) {
+#pragma unroll
+  for (int n = 0; n < kGroups; ++n) {
+    const float2 x = pair(n);
+    store_pair(out + 8 * n, x.x * inverse, x.y * inverse);
+  }
+}
+
 // Stores one thread's share of a finished output row: the pairs of columns 8 n + col,
 // 8 n + col + 1 (n < kGroups; pair(n) gives the two unnormalised values) times `inverse`, at
 // frame-major row `row` (output_row). The row's address and the output dtype are resolved once
@@ -78,34 +99,15 @@ __device__ __forceinline__ void store_out_row(const AttentionLaunch& p, int b, i
                               static_cast<std::int64_t>(row) * p.out_stride_token +
                               h * p.out_stride_head + col;
   switch (p.out_dtype) {
-    case DType::kF32: {
-      float* out = static_cast<float*>(p.out) + offset;
-#pragma unroll
-      for (int n = 0; n < kGroups; ++n) {
-        const float2 x = pair(n);
-        *reinterpret_cast<float2*>(out + 8 * n) = make_float2(x.x * inverse, x.y * inverse);
-      }
+    case DType::kF32:
+      store_pairs<kGroups>(static_cast<float*>(p.out) + offset, inverse, pair);
       break;
-    }
-    case DType::kBF16: {
-      __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) + offset;
-#pragma unroll
-      for (int n = 0; n < kGroups; ++n) {
-        const float2 x = pair(n);
-        *reinterpret_cast<__nv_bfloat162*>(out + 8 * n) =
-            __floats2bfloat162_rn(x.x * inverse, x.y * inverse);
-      }
+    case DType::kBF16:
+      store_pairs<kGroups>(static_cast<__nv_bfloat16*>(p.out) + offset, inverse, pair);
       break;
-    }
-    default: {  // kF16; can_implement admits no other
-      __half* out = static_cast<__half*>(p.out) + offset;
-#pragma unroll
-      for (int n = 0; n < kGroups; ++n) {
-        const float2 x = pair(n);
-        *reinterpret_cast<__half2*>(out + 8 * n) = __floats2half2_rn(x.x * inverse, x.y * inverse);
-      }
+    default:  // kF16; can_implement admits no other
+      store_pairs<kGroups>(static_cast<__half*>(p.out) + offset, inverse, pair);
       break;
-    }
   }
 }
 
