@@ -19,7 +19,8 @@ using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 using ConstMap = Eigen::Map<const Matrix>;
 using Map = Eigen::Map<Matrix>;
 
-// Descriptors x^ [T, D] = mean + stats P from stats [T, 3D]. Diagonal P uses only its
+// Descriptors x^ [T, D] = mean + stats P from stats [T, 3D]: project_tiles (veda/tile_scoring.h)
+// as one GEMM, since the distillation evaluates it every step. Diagonal P uses only its
 // diagonal blocks, P[c * D + d, d]: x^[t, d] = mean[t, d] + sum_c stats[t, c, d] P[c * D + d, d].
 Matrix descriptors(const ConstMap& stats, std::int64_t dim, const std::vector<float>& p,
                    ProjectionStructure structure) {

@@ -58,25 +58,45 @@ TEST(Estimator, TeacherIsRowNormalisedHeatAtTemperatureOne) {
   EXPECT_THROW(teacher_from_heat(heat, 3, 3, 1.0), Error);
 }
 
+// The KL of a sample with descriptors from the core's project_tiles, computed directly in double.
+double reference_kl(const DistillSample& sample, const EstimatorParams& params, float scale) {
+  const std::int64_t dim = params.dim, tq = sample.q_tiles, tk = sample.k_tiles;
+  const std::vector<float> z =
+      tile_logits(project_tiles(sample.q_stats, dim, params.p_q),
+                  project_tiles(sample.k_stats, dim, params.p_k), dim, scale);
+  double kl = 0;
+  for (std::int64_t i = 0; i < tq; ++i) {
+    double max = -1e30, sum = 0;
+    for (std::int64_t j = 0; j < tk; ++j) max = std::max<double>(max, z[i * tk + j]);
+    for (std::int64_t j = 0; j < tk; ++j) sum += std::exp(z[i * tk + j] - max);
+    for (std::int64_t j = 0; j < tk; ++j) {
+      const double t = sample.teacher[i * tk + j];
+      kl += t * (std::log(t) - (z[i * tk + j] - max - std::log(sum)));
+    }
+  }
+  return kl / static_cast<double>(tq);
+}
+
 TEST(Estimator, ZeroProjectionIsMeanPooling) {
   std::mt19937 rng(1);
   const std::int64_t dim = 16;
   DistillSample sample = random_sample(5, 7, dim, rng);
   const float scale = 0.25f;
   // KL(t || softmax(z)) with z from the core's mean-pooled logits.
-  const std::vector<float> z = tile_logits(project_tiles(sample.q_stats, dim, {}),
-                                           project_tiles(sample.k_stats, dim, {}), dim, scale);
-  double want = 0;
-  for (std::int64_t i = 0; i < 5; ++i) {
-    double max = -1e30, sum = 0;
-    for (std::int64_t j = 0; j < 7; ++j) max = std::max<double>(max, z[i * 7 + j]);
-    for (std::int64_t j = 0; j < 7; ++j) sum += std::exp(z[i * 7 + j] - max);
-    for (std::int64_t j = 0; j < 7; ++j) {
-      const double t = sample.teacher[i * 7 + j];
-      want += t * (std::log(t) - (z[i * 7 + j] - max - std::log(sum)));
-    }
-  }
-  EXPECT_NEAR(estimator_kl(EstimatorParams::zeros(dim), sample, scale, nullptr), want / 5, 1e-5);
+  const EstimatorParams zeros = EstimatorParams::zeros(dim);
+  EXPECT_NEAR(estimator_kl(zeros, sample, scale, nullptr), reference_kl(sample, zeros, scale),
+              1e-5);
+}
+
+TEST(Estimator, FullProjectionIsTheCoresProjection) {
+  std::mt19937 rng(3);
+  const std::int64_t dim = 16;
+  const DistillSample sample = random_sample(5, 7, dim, rng);
+  EstimatorParams params = EstimatorParams::zeros(dim);
+  params.p_q = random_vector(3 * dim * dim, 0.1f, rng);
+  params.p_k = random_vector(3 * dim * dim, 0.1f, rng);
+  EXPECT_NEAR(estimator_kl(params, sample, 0.25f, nullptr, ProjectionStructure::kFull),
+              reference_kl(sample, params, 0.25f), 1e-5);
 }
 
 TEST(Estimator, GradientMatchesFiniteDifferences) {
