@@ -58,6 +58,14 @@ TEST(Estimator, TeacherIsRowNormalisedHeatAtTemperatureOne) {
   EXPECT_THROW(teacher_from_heat(heat, 3, 3, 1.0), Error);
 }
 
+// Full P_q, P_k with normal(0, 0.1) entries.
+EstimatorParams random_full_params(std::int64_t dim, std::mt19937& rng) {
+  EstimatorParams params = EstimatorParams::zeros(dim);
+  params.p_q = random_vector(3 * dim * dim, 0.1f, rng);
+  params.p_k = random_vector(3 * dim * dim, 0.1f, rng);
+  return params;
+}
+
 // The KL of a sample with descriptors from the core's project_tiles, computed directly in double.
 double reference_kl(const DistillSample& sample, const EstimatorParams& params, float scale) {
   const std::int64_t dim = params.dim, tq = sample.q_tiles, tk = sample.k_tiles;
@@ -92,9 +100,7 @@ TEST(Estimator, FullProjectionIsTheCoresProjection) {
   std::mt19937 rng(3);
   const std::int64_t dim = 16;
   const DistillSample sample = random_sample(5, 7, dim, rng);
-  EstimatorParams params = EstimatorParams::zeros(dim);
-  params.p_q = random_vector(3 * dim * dim, 0.1f, rng);
-  params.p_k = random_vector(3 * dim * dim, 0.1f, rng);
+  EstimatorParams params = random_full_params(dim, rng);
   EXPECT_NEAR(estimator_kl(params, sample, 0.25f, nullptr, ProjectionStructure::kFull),
               reference_kl(sample, params, 0.25f), 1e-5);
 }
@@ -103,9 +109,7 @@ TEST(Estimator, GradientMatchesFiniteDifferences) {
   std::mt19937 rng(2);
   const std::int64_t dim = 8;
   const DistillSample sample = random_sample(6, 5, dim, rng);
-  EstimatorParams params = EstimatorParams::zeros(dim);
-  params.p_q = random_vector(3 * dim * dim, 0.1f, rng);
-  params.p_k = random_vector(3 * dim * dim, 0.1f, rng);
+  EstimatorParams params = random_full_params(dim, rng);
   const float scale = 0.35f;
   EstimatorParams grad = EstimatorParams::zeros(dim);
   estimator_kl(params, sample, scale, &grad);
