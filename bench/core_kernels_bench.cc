@@ -4,8 +4,10 @@
 //   gather      tile-major gather of q, k and v with statistics of q and k (three passes);
 //               GB/s count bytes read + written
 //   stats       the statistics of q and k alone (the front end without copies); GB/s read
-//   select@95%  projections + logits + top-k for the 95% budget, estimator parameters set
-//   select@0.9  the same with a cumulative threshold of 0.9 on every head (capped at the budget)
+//   select@95%  projections + logits + top-k for the 95% budget, a full P ([3D, D] per head)
+//   select-diag the same with a diagonal P given as [3, D] per head (the estimator's default
+//               structure: an elementwise projection)
+//   select@0.9  the full P with a cumulative threshold of 0.9 on every head (capped at the budget)
 //   dense       attention_cuda without an index (the in-run baseline; bench/RESULTS.md has its
 //               ratio to cuDNN from the attention benchmark)
 //   copies@95%  attention_cuda over the tile-major copies with select@95%'s lists (TMA loads)
@@ -14,7 +16,8 @@
 //               cp.async row gathers: the plan's kernel without reordered copies)
 //   plan@S      the whole SparseAttentionPlan::run at sparsity S (gather, selection, sparse
 //               attention storing rows frame-major), with its speedup over `dense` and its
-//               workspace; plan@95%-rows without reordered copies (attention gathers rows)
+//               workspace, full P; -diag with a diagonal P, -rows without reordered copies
+//               (attention gathers rows)
 // Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
 // Environment: VEDA_BENCH_SIZE=<substring> times only the sizes whose name contains it;
 // VEDA_BENCH_ORACLE=0 skips the oracle (seconds at 75,600 tokens), e.g. under a profiler.
@@ -177,6 +180,18 @@ int main() {
     const double select_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
     std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "select@95%", select_ms,
                 static_cast<long long>(select.budget));
+    std::vector<float> diagonals(static_cast<std::size_t>(heads * 3 * kDim));
+    for (float& value : diagonals) value = 0.5f * normal(generator);
+    auto* diagonal_device = device_alloc<float>(diagonals.size() * 4);
+    check(cudaMemcpy(diagonal_device, diagonals.data(), diagonals.size() * 4,
+                     cudaMemcpyHostToDevice));
+    select.q_projection = select.k_projection = diagonal_device;
+    select.diagonal_projection = true;
+    const double diagonal_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
+    std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "select-diag", diagonal_ms,
+                static_cast<long long>(select.budget));
+    select.q_projection = select.k_projection = projection_device;
+    select.diagonal_projection = false;
     // The same with every head's cumulative threshold at 0.9 (capped at the 95% budget).
     const std::vector<double> thresholds(static_cast<std::size_t>(heads), 0.9);
     auto* thresholds_device = device_alloc<double>(thresholds.size() * 8);
@@ -228,15 +243,22 @@ int main() {
                 dense_ms / copies_ms);
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rows@95%", rows_ms,
                 dense_ms / rows_ms);
-    for (const auto& [sparsity, copies] :
-         {std::pair{0.9, true}, std::pair{0.95, true}, std::pair{0.95, false}}) {
+    struct PlanCase {
+      double sparsity;
+      bool copies, diagonal;
+    };
+    for (const auto& [sparsity, copies, diagonal] :
+         {PlanCase{0.9, true, true}, PlanCase{0.95, true, false}, PlanCase{0.95, true, true},
+          PlanCase{0.95, false, true}}) {
       veda::SparseLayerSettings settings;
       settings.grid = size.grid, settings.heads = heads, settings.dim = kDim;
       settings.head_tiles = {{1, 8, 16}, {8, 4, 4}};
       settings.head_tiles.resize(static_cast<std::size_t>(heads), settings.head_tiles[0]);
       for (std::int64_t h = 1; h < heads; h += 2) settings.head_tiles[h] = {8, 4, 4};
       settings.sparsity = sparsity;
-      settings.q_projection = settings.k_projection = projection_device;
+      settings.q_projection = settings.k_projection =
+          diagonal ? diagonal_device : projection_device;
+      settings.diagonal_projection = diagonal;
       settings.reordered_copies = copies;
       const veda::SparseAttentionPlan plan(settings);
       void* workspace = device_alloc(plan.workspace_bytes());
@@ -244,8 +266,9 @@ int main() {
         plan.run(view(q), view(k), view(v), out, nullptr, workspace, plan.workspace_bytes(),
                  nullptr);
       });
-      char label[24];
-      std::snprintf(label, sizeof(label), "plan@%.0f%%%s", sparsity * 100, copies ? "" : "-rows");
+      char label[32];
+      std::snprintf(label, sizeof(label), "plan@%.0f%%%s%s", sparsity * 100, copies ? "" : "-rows",
+                    diagonal ? "-diag" : "");
       std::printf("%-26s %-11s %10.2f %7.2fx dense %7.0f MB workspace\n", size.name, label, plan_ms,
                   dense_ms / plan_ms, static_cast<double>(plan.workspace_bytes()) / 1e6);
     }

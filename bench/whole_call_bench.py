@@ -3,10 +3,12 @@
 Times, per size and batch (bf16, D = 128, q, k, v [B, N, H, D] as diffusers passes them):
   cudnn       torch SDPA with the cuDNN backend (dense), on [B, H, N, D] views of the same tensors
   veda dense  torch.ops.veda.attention (our kernel, every tile)
-  veda S%     torch.ops.veda.sparse_attention with method "veda" (the distilled estimator, random
-              parameters) and two tile shapes on alternate heads (1x8x16, 8x4x4): the whole call,
-              gather + statistics + selection + block-sparse attention, plan cached after the
-              first call, as a model's layer runs it
+  veda S%     torch.ops.veda.sparse_attention with method "veda" (the distilled estimator with
+              random diagonal parameters [H, 3, D], the structure calibration gives by default)
+              and two tile shapes on alternate heads (1x8x16, 8x4x4): the whole call, gather +
+              statistics + selection + block-sparse attention, plan cached after the first call,
+              as a model's layer runs it
+  veda S% low-mem  the same with low_memory=True (no tile-major copies; attention gathers rows)
 Milliseconds are medians of CUDA-event timings after a warm-up. Needs a CUDA build of veda
 (bench/device_python_env.sh). Writes JSON and prints a table last.
 
@@ -53,7 +55,7 @@ def time_variants(n, batch, sparsities, repeats):
     """Milliseconds of every variant at size n and this batch, on fresh random inputs."""
     heads, grid = SIZES[n]
     tiles = [side for h in range(heads) for side in SHAPES[h % 2]]
-    p_q, p_k = (0.01 * torch.randn(heads, 3 * 128, 128, device="cuda") for _ in range(2))
+    p_q, p_k = (0.5 * torch.randn(heads, 3, 128, device="cuda") for _ in range(2))
     q, k, v = (
         torch.randn(batch, n, heads, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3)
     )
@@ -65,9 +67,13 @@ def time_variants(n, batch, sparsities, repeats):
         ),
     }
     for sparsity in sparsities:
-        times[f"veda {sparsity:.0%}"] = median_ms(
-            functools.partial(sparse, sparsity, None, None, p_q, p_k), repeats
-        )
+        for low_memory in (False, True):
+            call = functools.partial(
+                sparse, sparsity, None, None, p_q, p_k, 0, "after", None, low_memory
+            )
+            times[f"veda {sparsity:.0%}{' low-mem' if low_memory else ''}"] = median_ms(
+                call, repeats
+            )
     return times
 
 
@@ -111,10 +117,10 @@ def main():
             f,
             indent=1,
         )
-    print(f"{'N':>7} {'H':>3} {'B':>2} {'variant':<11} {'ms':>9} {'vs cuDNN':>9}")
+    print(f"{'N':>7} {'H':>3} {'B':>2} {'variant':<16} {'ms':>9} {'vs cuDNN':>9}")
     for r in rows:
         print(
-            f"{r['n']:>7} {r['heads']:>3} {r['batch']:>2} {r['variant']:<11} {r['ms']:>9.2f} "
+            f"{r['n']:>7} {r['heads']:>3} {r['batch']:>2} {r['variant']:<16} {r['ms']:>9.2f} "
             f"{r['speedup_vs_cudnn']:>8.2f}x"
         )
 

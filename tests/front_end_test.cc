@@ -128,6 +128,40 @@ TEST(TileSelection, EstimatorMethodNeedsEveryHeadsProjections) {
   EXPECT_EQ(parse_mask_method("veda"), MaskMethod::kEstimator);
 }
 
+TEST(TileSelection, DiagonalProjectionSelectsWhatItsFullMatrixSelects) {
+  const std::int64_t heads = 2, tiles = 30, dim = 16, budget = 6;
+  const auto q_stats = testing::random_matrix(heads * tiles * 3, dim, 10),
+             k_stats = testing::random_matrix(heads * tiles * 3, dim, 11);
+  // Per head [3, D] weights, and the same as full [3D, D] matrices (zeros off the diagonal).
+  const auto q_diagonal = testing::random_matrix(heads * 3, dim, 12),
+             k_diagonal = testing::random_matrix(heads * 3, dim, 13);
+  const auto full = [&](const std::vector<float>& diagonal) {
+    std::vector<float> matrices(heads * 3 * dim * dim, 0.0f);
+    for (std::int64_t h = 0; h < heads; ++h) {
+      for (std::int64_t f = 0; f < 3 * dim; ++f) {
+        matrices[(h * 3 * dim + f) * dim + f % dim] = diagonal[h * 3 * dim + f];
+      }
+    }
+    return matrices;
+  };
+  const auto q_full = full(q_diagonal), k_full = full(k_diagonal);
+  const auto select = [&](const float* p_q, const float* p_k, bool diagonal) {
+    TileSelectionParams params;
+    params.q_stats = q_stats.data(), params.k_stats = k_stats.data();
+    params.q_projection = p_q, params.k_projection = p_k;
+    params.diagonal_projection = diagonal;
+    params.batch = 1, params.heads = heads, params.q_tiles = tiles, params.k_tiles = tiles;
+    params.dim = dim, params.scale = 0.25f, params.budget = budget;
+    std::vector<std::int32_t> counts(heads * tiles), indices(counts.size() * budget);
+    params.counts = counts.data(), params.indices = indices.data();
+    tile_selection_cpu(params);
+    return indices;
+  };
+  const auto diagonal = select(q_diagonal.data(), k_diagonal.data(), true);
+  EXPECT_EQ(diagonal, select(q_full.data(), k_full.data(), false));
+  EXPECT_NE(diagonal, select(nullptr, nullptr, false));  // not mean pooling's choice
+}
+
 TEST(TileSelection, CumulativeThresholdPerHead) {
   const std::int64_t heads = 2, tiles = 24, dim = 16, budget = 8;
   const auto q_stats = testing::random_matrix(heads * tiles * 3, dim, 8),

@@ -16,6 +16,9 @@ struct TileSelectionParams {
   // Estimator parameters per global head, [H_global, 3D, D]; nullptr = 0 (mean pooling).
   const float* q_projection = nullptr;
   const float* k_projection = nullptr;
+  // The projections hold only P's diagonal blocks' diagonals, [H_global, 3, D] (P[c D + d, d]:
+  // the estimator's default structure); the projection is then elementwise.
+  bool diagonal_projection = false;
   // [H]: global head of each local head (sequence-parallel head splits); nullptr = identity.
   const std::int32_t* global_head = nullptr;
   std::int64_t batch = 0, heads = 0, q_tiles = 0, k_tiles = 0, dim = 0;

@@ -214,6 +214,7 @@ struct PlanKey {
   std::vector<double> thresholds;         // per head (0: fixed budget), or empty
   std::vector<std::int32_t> global_head;  // empty: identity
   std::uintptr_t q_projection = 0, k_projection = 0;
+  bool diagonal_projection = false;  // the projections are [H, 3, D] diagonals
   std::int64_t text_tokens = 0;
   TextPosition text_position = TextPosition::kAfter;
   bool low_memory = false;
@@ -245,6 +246,7 @@ const SparseAttentionPlan& plan_for(const PlanKey& key) {
   settings.global_head = key.global_head;
   settings.q_projection = reinterpret_cast<const float*>(key.q_projection);
   settings.k_projection = reinterpret_cast<const float*>(key.k_projection);
+  settings.diagonal_projection = key.diagonal_projection;
   settings.text_tokens = key.text_tokens;
   settings.text_position = key.text_position;
   settings.reordered_copies = !key.low_memory;
@@ -259,7 +261,8 @@ PlanKey plan_key(int device, const std::array<std::int64_t, 3>& grid, std::int64
                  const std::vector<double>& thresholds,
                  const std::vector<std::int32_t>& global_head, std::uintptr_t q_projection,
                  std::uintptr_t k_projection, std::int64_t projection_heads,
-                 std::int64_t text_tokens, const std::string& text_position, bool low_memory) {
+                 bool diagonal_projection, std::int64_t text_tokens,
+                 const std::string& text_position, bool low_memory) {
   VEDA_CHECK(sparsity >= 0.0 && sparsity < 1.0, "sparsity ", sparsity, "; expected [0, 1)");
   VEDA_CHECK(text_tokens >= 0, "text_tokens is ", text_tokens, "; expected at least 0");
   const TextPosition position = text_position_from(text_position);
@@ -273,9 +276,22 @@ PlanKey plan_key(int device, const std::array<std::int64_t, 3>& grid, std::int64
     VEDA_CHECK(!global_head.empty() || heads <= projection_heads, "the projections hold ",
                projection_heads, " heads but q has ", heads, " and no global head indices");
   }
-  return PlanKey{device,       grid,         batch,       heads,      dim,
-                 dtype,        tiles,        sparsity,    thresholds, global_head,
-                 q_projection, k_projection, text_tokens, position,   low_memory};
+  return PlanKey{device,
+                 grid,
+                 batch,
+                 heads,
+                 dim,
+                 dtype,
+                 tiles,
+                 sparsity,
+                 thresholds,
+                 global_head,
+                 q_projection,
+                 k_projection,
+                 q_projection != 0 && diagonal_projection,
+                 text_tokens,
+                 position,
+                 low_memory};
 }
 
 // Workspace bytes the sparse call of these settings needs (builds the plan if it is new); with
@@ -286,11 +302,12 @@ std::size_t plan_workspace_bytes(int device, const std::array<std::int64_t, 3>& 
                                  double sparsity, const std::vector<double>& thresholds,
                                  const std::vector<std::int32_t>& global_head,
                                  std::uintptr_t q_projection, std::uintptr_t k_projection,
-                                 std::int64_t projection_heads, std::int64_t text_tokens,
-                                 const std::string& text_position, bool low_memory) {
+                                 std::int64_t projection_heads, bool diagonal_projection,
+                                 std::int64_t text_tokens, const std::string& text_position,
+                                 bool low_memory) {
   const PlanKey key = plan_key(device, grid, batch, heads, dim, dtype, tiles, sparsity, thresholds,
                                global_head, q_projection, k_projection, projection_heads,
-                               text_tokens, text_position, low_memory);
+                               diagonal_projection, text_tokens, text_position, low_memory);
   return plan_for(key).workspace_bytes();
 }
 
@@ -319,14 +336,17 @@ void attention_gpu(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v
 // [B, L, H] float32, workspace of at least plan_workspace_bytes(...) bytes; low_memory: a plan
 // without tile-major copies (less workspace, attention gathers rows itself). Returns the key
 // tiles kept per query tile (the budget).
-std::int64_t sparse_attention_gpu(
-    const TensorSpec& q, const TensorSpec& k, const TensorSpec& v, const TensorSpec& out,
-    const LseSpec& lse, const std::array<std::int64_t, 3>& grid,
-    const std::vector<std::array<int, 3>>& tiles, double sparsity,
-    const std::vector<double>& thresholds, const std::vector<std::int32_t>& global_head,
-    std::uintptr_t q_projection, std::uintptr_t k_projection, std::int64_t projection_heads,
-    std::int64_t text_tokens, const std::string& text_position, bool low_memory,
-    std::uintptr_t workspace, std::size_t workspace_size, int device, std::uintptr_t stream) {
+std::int64_t sparse_attention_gpu(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v,
+                                  const TensorSpec& out, const LseSpec& lse,
+                                  const std::array<std::int64_t, 3>& grid,
+                                  const std::vector<std::array<int, 3>>& tiles, double sparsity,
+                                  const std::vector<double>& thresholds,
+                                  const std::vector<std::int32_t>& global_head,
+                                  std::uintptr_t q_projection, std::uintptr_t k_projection,
+                                  std::int64_t projection_heads, bool diagonal_projection,
+                                  std::int64_t text_tokens, const std::string& text_position,
+                                  bool low_memory, std::uintptr_t workspace,
+                                  std::size_t workspace_size, int device, std::uintptr_t stream) {
   const TokensView q_view = tokens_view(q, "q");
   const TokensView k_view = tokens_view(k, "k");
   const TokensView v_view = tokens_view(v, "v");
@@ -348,9 +368,10 @@ std::int64_t sparse_attention_gpu(
                " (text_tokens = ", text_tokens, ")");
   }
   // A named key: GCC 13's -Wdangling-reference flags a reference bound to plan_for(temporary).
-  const PlanKey key = plan_key(device, grid, q_view.batch, q_view.heads, q_view.dim, std::get<1>(q),
-                               tiles, sparsity, thresholds, global_head, q_projection, k_projection,
-                               projection_heads, text_tokens, text_position, low_memory);
+  const PlanKey key =
+      plan_key(device, grid, q_view.batch, q_view.heads, q_view.dim, std::get<1>(q), tiles,
+               sparsity, thresholds, global_head, q_projection, k_projection, projection_heads,
+               diagonal_projection, text_tokens, text_position, low_memory);
   const SparseAttentionPlan& plan = plan_for(key);
   const DeviceScope scope(device);
   plan.run(q_view, k_view, v_view, reinterpret_cast<void*>(std::get<0>(out)),
@@ -415,17 +436,17 @@ NB_MODULE(_veda, m) {
   m.def("plan_workspace_bytes", &plan_workspace_bytes, nb::arg("device"), nb::arg("grid"),
         nb::arg("batch"), nb::arg("heads"), nb::arg("dim"), nb::arg("dtype"), nb::arg("tiles"),
         nb::arg("sparsity"), nb::arg("thresholds"), nb::arg("global_head"), nb::arg("q_projection"),
-        nb::arg("k_projection"), nb::arg("projection_heads"), nb::arg("text_tokens"),
-        nb::arg("text_position"), nb::arg("low_memory") = false,
+        nb::arg("k_projection"), nb::arg("projection_heads"), nb::arg("diagonal_projection"),
+        nb::arg("text_tokens"), nb::arg("text_position"), nb::arg("low_memory") = false,
         nb::call_guard<nb::gil_scoped_release>(),
         "Workspace bytes of sparse_attention_cuda for these settings (builds and caches the "
         "plan on first use: synchronous, once per shape).");
   m.def("sparse_attention_cuda", &sparse_attention_gpu, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("lse"), nb::arg("grid"), nb::arg("tiles"), nb::arg("sparsity"),
         nb::arg("thresholds"), nb::arg("global_head"), nb::arg("q_projection"),
-        nb::arg("k_projection"), nb::arg("projection_heads"), nb::arg("text_tokens"),
-        nb::arg("text_position"), nb::arg("low_memory"), nb::arg("workspace"),
-        nb::arg("workspace_size"), nb::arg("device"), nb::arg("stream"),
+        nb::arg("k_projection"), nb::arg("projection_heads"), nb::arg("diagonal_projection"),
+        nb::arg("text_tokens"), nb::arg("text_position"), nb::arg("low_memory"),
+        nb::arg("workspace"), nb::arg("workspace_size"), nb::arg("device"), nb::arg("stream"),
         nb::call_guard<nb::gil_scoped_release>(),
         "Sparse self-attention over a video grid (and text tokens before or after it, dense "
         "both ways) on the GPU through a cached SparseAttentionPlan; returns the key tiles kept "

@@ -207,7 +207,8 @@ def _video_attention(
     settings: list[HeadSettings],  # per local head
     global_heads: list[int],  # per local head
     method: str,
-    projections: tuple[torch.Tensor, torch.Tensor] | None,  # p_q, p_k [H_global, 3D, D]
+    # p_q, p_k [H_global, 3D, D] or their diagonals [H_global, 3, D]
+    projections: tuple[torch.Tensor, torch.Tensor] | None,
     out_dtype: torch.dtype | None,
     low_memory: bool = False,
     text_tokens: int = 0,
@@ -273,14 +274,17 @@ def _video_attention(
 def _estimator(
     profile: ProfileLike, dim: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The profile's estimator parameters (p_q, p_k) [H_global, 3D, D] float32 on `device`."""
-    projections = profile.estimator(device) if isinstance(profile, LayerProfile) else None
+    """The profile's estimator parameters (p_q, p_k) float32 on `device`: [H_global, 3D, D], or
+    P's diagonals [H_global, 3, D] where the profile's P is diagonal (LayerProfile.estimator)."""
+    projections = (
+        profile.estimator(device, compact=True) if isinstance(profile, LayerProfile) else None
+    )
     if projections is None:
         raise ValueError(
             "method 'veda' needs a veda.LayerProfile with estimator parameters (p_q, p_k: a "
             "profile JSON with an estimator file); without them use meanpool"
         )
-    if projections[0].shape[1:] != (3 * dim, dim):
+    if projections[0].shape[2] != dim:
         raise ValueError(
             f"the profile's estimator is [H, {projections[0].shape[1]}, {projections[0].shape[2]}]"
             f" per head but q has head dim {dim}; expected [H, {3 * dim}, {dim}]"

@@ -244,7 +244,9 @@ def sparse_attention(
     Returns (out [B, N, H, D], lse [B, N, H] float32).
 
     Method "veda" is the estimator: q_projection, k_projection float32 [H_global, 3D, D] on q's
-    device, head_index the global head of each of q's H heads (default 0..H-1).
+    device, or only their diagonals [H_global, 3, D] (P[c D + d, d]: the estimator's default
+    structure, which the GPU projects elementwise); head_index the global head of each of q's H
+    heads (default 0..H-1).
     CPU: method "dense", "oracle", "meanpool" or "veda"; `tile` is one shape (3 ints).
     CUDA: method "dense", "meanpool" or "veda"; `tile` is one shape for all heads (3 ints) or one
     per head (3 * H ints).
@@ -294,7 +296,7 @@ def sparse_attention(
                 f"{p_q.shape[0]} heads"
             )
         rows = torch.tensor(heads)
-        p_q, p_k = (p.index_select(0, rows).contiguous() for p in (p_q, p_k))  # [H, 3D, D]
+        p_q, p_k = (_full_projection(p.index_select(0, rows)).contiguous() for p in (p_q, p_k))
         projections = (p_q.data_ptr(), p_k.data_ptr(), p_q.numel())
     elif q_projection is not None or k_projection is not None:
         raise ValueError(f"q_projection and k_projection apply to method 'veda', not {method!r}")
@@ -343,6 +345,19 @@ def _check_thresholds(thresholds: list[float] | None, heads: int, method: str) -
     return values
 
 
+def _is_diagonal(projection: torch.Tensor) -> bool:
+    """Whether a checked projection is given as P's diagonals [H, 3, D] (D = 1: either form)."""
+    return projection.shape[1] == 3 and projection.shape[2] > 1
+
+
+def _full_projection(projection: torch.Tensor) -> torch.Tensor:
+    """[H, 3D, D] from either form: P[h, c D + d, d] = diagonal[h, c, d], zeros elsewhere."""
+    if not _is_diagonal(projection):
+        return projection
+    heads, _, dim = projection.shape
+    return torch.diag_embed(projection).reshape(heads, 3 * dim, dim)
+
+
 def _check_projections(
     q: torch.Tensor, q_projection: torch.Tensor | None, k_projection: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,14 +370,15 @@ def _check_projections(
     for name, projection in (("q_projection", q_projection), ("k_projection", k_projection)):
         if (
             projection.dim() != 3
-            or tuple(projection.shape[1:]) != (3 * dim, dim)
+            or tuple(projection.shape[1:]) not in ((3 * dim, dim), (3, dim))
             or projection.dtype != torch.float32
             or projection.device != q.device
             or not projection.is_contiguous()
         ):
             raise ValueError(
                 f"{name} is {projection.dtype} {list(projection.shape)} on {projection.device}; "
-                f"expected contiguous float32 [H_global, {3 * dim}, {dim}] on {q.device}"
+                f"expected contiguous float32 [H_global, {3 * dim}, {dim}] (or its diagonal "
+                f"[H_global, 3, {dim}]) on {q.device}"
             )
     if q_projection.shape != k_projection.shape:
         raise ValueError(
@@ -414,11 +430,13 @@ def _sparse_attention_cuda(
         )
     tiles = [tuple(tile[i : i + 3]) for i in range(0, len(tile), 3)]
     q_pointer = k_pointer = projection_heads = 0
+    diagonal = False
     global_head: list[int] = []
     if method == "veda":
         q_projection, k_projection = _check_projections(q, q_projection, k_projection)
         q_pointer, k_pointer = q_projection.data_ptr(), k_projection.data_ptr()
         projection_heads = q_projection.shape[0]
+        diagonal = _is_diagonal(q_projection)
         global_head = [int(h) for h in head_index] if head_index is not None else []
     q, k, v = (_gpu_aligned(t) for t in (q, k, v))
     out, lse = _new_outputs(q, None)  # the plan writes out [B, L, H, D] in q's dtype, lse [B, L, H]
@@ -433,6 +451,7 @@ def _sparse_attention_cuda(
         q_pointer,
         k_pointer,
         projection_heads,
+        diagonal,
         int(text_tokens),
         text_position,
         bool(low_memory),

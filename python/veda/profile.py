@@ -94,18 +94,26 @@ class LayerProfile:
             self.estimator_file is not None and len(self.estimator_names) == len(self.heads)
         )
 
-    def estimator(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def estimator(
+        self, device: torch.device | str, compact: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(p_q, p_k), contiguous float32 [H, 3D, D] on `device`, uploaded once per device; None
-        when the profile has no estimator parameters for this layer."""
+        when the profile has no estimator parameters for this layer. compact=True gives P's
+        diagonals [H, 3, D] instead where both are diagonal (every entry but P[c D + d, d] zero:
+        the estimator's default structure), the form the GPU projects elementwise."""
         if not self.has_estimator():
             return None
-        key = str(torch.device(device))
+        key = f"{torch.device(device)}{' compact' if compact else ''}"
         cached = self._estimator_cache.get(key)
         if cached is None:
             if self.p_q is not None and self.p_k is not None:
                 p_q, p_k = self.p_q, self.p_k
             else:
                 p_q, p_k = self._read_estimator()
+            if compact:
+                diagonals = [_diagonal_blocks(p) for p in (p_q, p_k)]
+                if diagonals[0] is not None and diagonals[1] is not None:
+                    p_q, p_k = diagonals
             cached = tuple(
                 p.to(device=device, dtype=torch.float32).contiguous() for p in (p_q, p_k)
             )
@@ -236,3 +244,16 @@ def _kind_name(kind: Any) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {int: "an integer", float: "a number", str: "a string", list: "a list"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _diagonal_blocks(projection: torch.Tensor) -> torch.Tensor | None:
+    """P's diagonals [H, 3, D] (P[h, c D + d, d]) when every other entry of the [H, 3D, D]
+    projection is zero, else None."""
+    heads, features, dim = projection.shape
+    if dim == 1 or features != 3 * dim:
+        return None
+    host = projection.detach().to("cpu", torch.float32)
+    diagonal = torch.diagonal(host.reshape(heads, 3, dim, dim), dim1=-2, dim2=-1)
+    if not torch.equal(torch.diag_embed(diagonal).reshape(heads, features, dim), host):
+        return None
+    return diagonal.contiguous()

@@ -10,10 +10,11 @@ std::vector<float> project_tiles(std::span<const float> stats, std::int64_t dim,
   const auto features = static_cast<std::size_t>(3 * dim);
   VEDA_CHECK(dim > 0 && !stats.empty() && stats.size() % features == 0, "tile statistics of ",
              stats.size(), " floats with head dim ", dim, "; expected [T, 3, D]");
-  VEDA_CHECK(projection.empty() || projection.size() == features * static_cast<std::size_t>(dim),
-             "projection has ", projection.size(),
+  const bool full = projection.size() == features * static_cast<std::size_t>(dim);
+  VEDA_CHECK(projection.empty() || full || projection.size() == features, "projection has ",
+             projection.size(),
              " floats; expected [3D, D] = ", features * static_cast<std::size_t>(dim),
-             " (or none for P = 0)");
+             ", its diagonal [3, D] = ", features, ", or none for P = 0");
   const auto tiles = static_cast<std::int64_t>(stats.size() / features);
   std::vector<float> descriptors(static_cast<std::size_t>(tiles * dim));
 #pragma omp parallel for schedule(static)
@@ -22,6 +23,10 @@ std::vector<float> project_tiles(std::span<const float> stats, std::int64_t dim,
     float* out = descriptors.data() + i * dim;
     for (std::int64_t d = 0; d < dim; ++d) out[d] = feature[kTileMean * dim + d];
     if (projection.empty()) continue;
+    if (!full) {  // out[d] += sum_c feature[c D + d] * P[c D + d, d], in the full sum's order
+      for (std::int64_t f = 0; f < 3 * dim; ++f) out[f % dim] += feature[f] * projection[f];
+      continue;
+    }
     // out[e] += sum_f feature[f] * P[f, e]: rows of P stream contiguously.
     for (std::int64_t f = 0; f < 3 * dim; ++f) {
       const float weight = feature[f];

@@ -25,7 +25,8 @@ void TileSelectionParams::validate() const {
 
 void tile_selection_cpu(const TileSelectionParams& params) {
   params.validate();
-  const std::int64_t dim = params.dim, features = 3 * dim * dim;
+  const std::int64_t dim = params.dim;
+  const std::int64_t features = params.diagonal_projection ? 3 * dim : 3 * dim * dim;
   BlockIndex index(1, 1, params.q_tiles, params.k_tiles, params.budget);
   for (std::int64_t b = 0; b < params.batch; ++b) {
     for (std::int64_t h = 0; h < params.heads; ++h) {

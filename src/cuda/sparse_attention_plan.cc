@@ -244,6 +244,7 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
 
   selection.q_stats = w.q_stats, selection.k_stats = w.k_stats;
   selection.q_projection = s.q_projection, selection.k_projection = s.k_projection;
+  selection.diagonal_projection = s.diagonal_projection;
   selection.global_head = global_head_;
   selection.thresholds = thresholds_;
   selection.scale = 1.0f / std::sqrt(static_cast<float>(s.dim));

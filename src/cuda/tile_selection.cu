@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "tf32x3_mma.cuh"
 #include "veda/block_index.h"
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
@@ -11,21 +13,31 @@ namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr unsigned kFullWarp = 0xFFFFFFFFu;
-constexpr int kDepth = 32;  // features per staged chunk of the projection; D is padded to it
 constexpr std::int64_t kMaxKeyTiles = 8192;  // a block's rows of keys fit in shared memory
 
+using cuda_detail::load_slice_rows;
+using cuda_detail::tf32_row_stride;
+using cuda_detail::warp_tile_k16;
+
+// Descriptors are stored [B, H, T, D'] with D' = D rounded up to 16 and zeros past D, so the
+// logits read whole 16-channel slices of any row with 16-byte loads.
+__host__ __device__ std::int64_t descriptor_width(std::int64_t dim) { return (dim + 15) / 16 * 16; }
+
 // ---- Projection: descriptor[t, e] = mean[t, e] + sum_f feature[t, f] P[f, e] --------------
-// One block computes 32 tiles x 128 columns as a small SGEMM: features [32, 3D] and P [3D, 128]
-// are staged 32 features at a time; thread (y, x) accumulates tiles 4y..4y+3 x columns
-// 4x..4x+3, two 16-byte shared loads per 16 FMAs (the warp shares y: a broadcast).
-constexpr int kProjectTiles = 32, kProjectColumns = 128;
+// One block computes 32 tiles x 128 columns on tensor cores (3xTF32, tf32x3_mma.cuh); warp w
+// takes columns 16w..16w+15 of all 32 tiles. The features [32, 3D] and P [3D, 128] are staged
+// 32 features at a time, P transposed (columns as k-contiguous rows); the next slice is loaded
+// into registers while the current one is multiplied.
+constexpr int kProjectTiles = 32, kProjectColumns = 128, kSlice = 32;
+constexpr int kSliceStride = tf32_row_stride(kSlice);
 
 __global__ void __launch_bounds__(kThreads, 2)
     project_kernel(const float* stats, const float* projection, const std::int32_t* global_head,
                    std::int64_t tiles, std::int64_t dim, float* out) {
-  __shared__ __align__(16) float features[kDepth][kProjectTiles + 4];  // transposed, padded
-  __shared__ __align__(16) float weights[kDepth][kProjectColumns];
-  const std::int64_t column_blocks = (dim + kProjectColumns - 1) / kProjectColumns;
+  __shared__ __align__(16) float features[kProjectTiles * kSliceStride];   // [tile][f]
+  __shared__ __align__(16) float weights[kProjectColumns * kSliceStride];  // [column][f]
+  const std::int64_t width = descriptor_width(dim);
+  const std::int64_t column_blocks = (width + kProjectColumns - 1) / kProjectColumns;
   const std::int64_t first = blockIdx.x / column_blocks * kProjectTiles;
   const std::int64_t column0 = blockIdx.x % column_blocks * kProjectColumns;
   const std::int64_t head = blockIdx.y, batch = blockIdx.z, heads = gridDim.y;
@@ -33,61 +45,115 @@ __global__ void __launch_bounds__(kThreads, 2)
   const float* tile_stats = stats + row * depth;
   const float* p =
       projection ? projection + (global_head ? global_head[head] : head) * depth * dim : nullptr;
-  const int y = threadIdx.x / 32, x = threadIdx.x % 32;
-  // The next chunk is loaded into registers before the current one is multiplied, so the
-  // global loads overlap the FMAs.
-  constexpr int kFeatureLoads = kProjectTiles * kDepth / kThreads;
-  constexpr int kWeightLoads = kDepth * kProjectColumns / kThreads;
-  float next_features[kFeatureLoads], next_weights[kWeightLoads];
-  const auto load_chunk = [&](std::int64_t f0) {
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  // Features: thread reads feature f = e % 32 of tile e / 32 (coalesced along f). P: float4 of
+  // columns 4c..4c+3 of feature f, a warp reading 16 features x 2 adjacent float4 (32-byte
+  // sectors, all used) so that its transposed shared stores, weights[4c + q][f], fall in 16
+  // banks twice (2-way) rather than all in one.
+  constexpr int kFeatureLoads = kProjectTiles * kSlice / kThreads;
+  constexpr int kWeightLoads = kSlice * kProjectColumns / 4 / kThreads;
+  const auto weight_slot = [](int e, int& f, int& c4) {
+    f = e % 16 + 16 * (e / 32 % 2);
+    c4 = 2 * (e / 64) + e / 16 % 2;
+  };
+  float next_features[kFeatureLoads];
+  float4 next_weights[kWeightLoads];
+  const auto load_slice = [&](std::int64_t f0) {
 #pragma unroll
     for (int i = 0; i < kFeatureLoads; ++i) {
-      const int e = threadIdx.x + i * kThreads, t = e / kDepth, f = e % kDepth;
+      const int e = static_cast<int>(threadIdx.x) + i * kThreads, tile = e / kSlice;
+      const std::int64_t f = f0 + e % kSlice;
       next_features[i] =
-          first + t < tiles && f0 + f < depth ? tile_stats[(first + t) * depth + f0 + f] : 0.0f;
+          first + tile < tiles && f < depth ? tile_stats[(first + tile) * depth + f] : 0.0f;
     }
 #pragma unroll
     for (int i = 0; i < kWeightLoads; ++i) {
-      const int e = threadIdx.x + i * kThreads, f = e / kProjectColumns, c = e % kProjectColumns;
-      next_weights[i] =
-          f0 + f < depth && column0 + c < dim ? p[(f0 + f) * dim + column0 + c] : 0.0f;
+      int f_in_slice, c4;
+      weight_slot(static_cast<int>(threadIdx.x) + i * kThreads, f_in_slice, c4);
+      const std::int64_t f = f0 + f_in_slice, c = column0 + 4 * c4;
+      float values[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) values[q] = f < depth && c + q < dim ? p[f * dim + c + q] : 0.0f;
+      next_weights[i] = make_float4(values[0], values[1], values[2], values[3]);
     }
   };
-  float acc[4][4] = {};
-  if (p != nullptr) load_chunk(0);
-  for (std::int64_t f0 = 0; p != nullptr && f0 < depth; f0 += kDepth) {
-    __syncthreads();  // the previous chunk's readers are done
+  const bool active = column0 + 16 * warp < width;  // Dp = 64: warps 4-7 idle
+  float acc[2][2][4] = {};
+  const float* a_rows[4];
+  const float* b_rows[2];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) a_rows[i] = features + (g + 8 * i) * kSliceStride + 4 * t;
+#pragma unroll
+  for (int n = 0; n < 2; ++n) b_rows[n] = weights + (16 * warp + g + 8 * n) * kSliceStride + 4 * t;
+  if (p != nullptr) load_slice(0);
+  for (std::int64_t f0 = 0; p != nullptr && f0 < depth; f0 += kSlice) {
+    __syncthreads();  // the previous slice's readers are done
 #pragma unroll
     for (int i = 0; i < kFeatureLoads; ++i) {
-      const int e = threadIdx.x + i * kThreads;  // adjacent threads hold adjacent features
-      features[e % kDepth][e / kDepth] = next_features[i];
+      const int e = static_cast<int>(threadIdx.x) + i * kThreads;
+      features[e / kSlice * kSliceStride + e % kSlice] = next_features[i];
     }
 #pragma unroll
     for (int i = 0; i < kWeightLoads; ++i) {
-      const int e = threadIdx.x + i * kThreads;
-      weights[e / kProjectColumns][e % kProjectColumns] = next_weights[i];
+      int f, c4;
+      weight_slot(static_cast<int>(threadIdx.x) + i * kThreads, f, c4);
+      float* column = weights + 4 * c4 * kSliceStride + f;
+      column[0] = next_weights[i].x, column[kSliceStride] = next_weights[i].y;
+      column[2 * kSliceStride] = next_weights[i].z, column[3 * kSliceStride] = next_weights[i].w;
     }
     __syncthreads();
-    if (f0 + kDepth < depth) load_chunk(f0 + kDepth);
-#pragma unroll 8
-    for (int f = 0; f < kDepth; ++f) {
-      const float4 a = *reinterpret_cast<const float4*>(&features[f][4 * y]);
-      const float4 b = *reinterpret_cast<const float4*>(&weights[f][4 * x]);
-      const float as[4] = {a.x, a.y, a.z, a.w}, bs[4] = {b.x, b.y, b.z, b.w};
+    if (f0 + kSlice < depth) load_slice(f0 + kSlice);
+    if (active) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] += as[i] * bs[j];
+      for (int k0 = 0; k0 < kSlice; k0 += 16) {
+        float4 a[4], b[2];
+        load_slice_rows(a, a_rows, k0);
+        load_slice_rows(b, b_rows, k0);
+        warp_tile_k16<2>(acc, a, b);
       }
     }
   }
-  for (int i = 0; i < 4; ++i) {
-    const std::int64_t t = first + 4 * y + i;
-    for (int j = 0; j < 4 && t < tiles; ++j) {
-      const std::int64_t e = column0 + 4 * x + j;
-      if (e < dim)
-        out[(row + t) * dim + e] = tile_stats[t * depth + kTileMean * dim + e] + acc[i][j];
+  if (!active) return;
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const std::int64_t tile = first + 16 * m + g + 8 * half;
+      if (tile >= tiles) continue;
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const std::int64_t e = column0 + 16 * warp + 8 * n + 2 * t + q;
+          const float mean = e < dim ? tile_stats[tile * depth + kTileMean * dim + e] : 0.0f;
+          out[(row + tile) * width + e] = mean + acc[m][n][2 * half + q];
+        }
+      }
     }
+  }
+}
+
+// Diagonal P ([H_global, 3, D]): descriptor[t, d] = mean + sum_c stats[t, c, d] P[c, d], one
+// thread per (tile, channel) of the [B*H*T, D'] output (zeros past D); memory-bound.
+__global__ void project_diagonal_kernel(const float* stats, const float* projection,
+                                        const std::int32_t* global_head, std::int64_t tiles,
+                                        std::int64_t heads, std::int64_t dim, std::int64_t rows,
+                                        float* out) {
+  const std::int64_t width = descriptor_width(dim);
+  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < rows * width;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const std::int64_t row = e / width, d = e % width;  // row = (batch * heads + head) * tiles + t
+    float value = 0.0f;
+    if (d < dim) {
+      const std::int64_t head = row / tiles % heads;
+      const float* p = projection + (global_head ? global_head[head] : head) * 3 * dim;
+      const float* feature = stats + row * 3 * dim;
+      value = feature[kTileMean * dim + d];
+#pragma unroll
+      for (int c = 0; c < 3; ++c) value += feature[c * dim + d] * p[c * dim + d];
+    }
+    out[e] = value;
   }
 }
 
@@ -112,9 +178,9 @@ __device__ double warp_sum(double value) {
 }
 
 struct SelectArgs {
-  const float* q_hat;  // [B, H, Tq, D]
-  const float* k_hat;  // [B, H, Tk, D]
-  std::int64_t q_tiles, k_tiles, dim, padded_dim, budget;
+  const float* q_hat;  // [B, H, Tq, D'] (descriptor_width)
+  const float* k_hat;  // [B, H, Tk, D']
+  std::int64_t q_tiles, k_tiles, width, budget;
   float scale;
   bool keep_own_tile;
   const double* thresholds;  // [H] or nullptr
@@ -122,87 +188,89 @@ struct SelectArgs {
   std::int32_t* indices;
 };
 
-// Phase 1's work split for a block of kRows query tiles: a thread computes 4 rows x 4 key tiles
-// (two 16-byte shared loads per 16 FMAs); the lanes of a warp cover all kRows rows and
-// kWarpKeys key tiles, the block a chunk of kChunk key tiles, staged kChannels channels at a
-// time (8 values per thread).
-// Shared memory, in floats / keys: q^ transposed [D', kRows] (D' = D rounded up to 32), the
-// staged chunk of k^ transposed [kChannels, kChunk + 4], the rows' keys [kRows, Tk] and one
-// 256-bin histogram per warp.
+// Shared memory of a block of kRows query tiles: their descriptors [16 kMTiles rows][stride]
+// (rows past kRows zero: blocks of 4 rows still fill one 16-row mma tile) and their logits as
+// order keys [kRows, Tk].
 template <int kRows>
 struct SelectLayout {
-  static constexpr int kRowGroups = kRows / 4;
-  static constexpr int kLaneQuads = 32 / kRowGroups;  // key quads of a warp
-  static constexpr int kWarpKeys = 4 * kLaneQuads;
-  static constexpr int kChunk = kWarps * kWarpKeys;
-  static constexpr int kStride = kChunk + 4;  // padded row of the staged chunk (16 B aligned)
-  static constexpr int kChannels = 8 * kThreads / kChunk;
-  static std::size_t bytes(std::int64_t padded_dim, std::int64_t k_tiles) {
-    return 4 * static_cast<std::size_t>(padded_dim * kRows + kChannels * kStride + kRows * k_tiles +
-                                        kWarps * 256);
+  static constexpr int kMTiles = (kRows + 15) / 16;
+  __host__ __device__ static int stride(std::int64_t width) {
+    return tf32_row_stride(static_cast<int>(width));
+  }
+  static std::size_t bytes(std::int64_t width, std::int64_t k_tiles) {
+    return 4 * static_cast<std::size_t>(16 * kMTiles * stride(width) + kRows * k_tiles);
   }
 };
 
-// Row selection of one warp: the key T of the `need`-th best tile other than `own`, by radix
-// select on 8-bit digits from the top (one shared histogram per pass, bins counted with
-// warp-aggregated atomics), and how many of the tiles whose key equals T to take.
-__device__ void radix_select(const unsigned* keys, int k_tiles, int own, int need,
-                             unsigned* histogram, unsigned& threshold, int& equal_needed) {
-  const int lane = threadIdx.x % 32;
-  unsigned prefix = 0u, prefix_mask = 0u;
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int b = lane; b < 256; b += 32) histogram[b] = 0u;
-    __syncwarp();
-    for (int base = 0; base < k_tiles; base += 32) {
-      const int j = base + lane;
-      const unsigned key = j < k_tiles ? keys[j] : 0u;
-      const bool counted = j < k_tiles && j != own && (key & prefix_mask) == prefix;
-      const unsigned bin = counted ? key >> shift & 255u : 256u;
-      const unsigned same = __match_any_sync(kFullWarp, bin);
-      if (counted && lane == __ffs(static_cast<int>(same)) - 1) {
-        atomicAdd(&histogram[bin], static_cast<unsigned>(__popc(same)));
-      }
-    }
-    __syncwarp();
-    // Lane l holds bins 8l..8l+7; `above` counts the candidates in higher bins.
-    int counts[8], total = 0;
+// One row's keys, cached in registers (tile lane + 32 i in cached[i]) for rows of up to
+// 32 kCachedKeys tiles, read from shared memory for longer ones. The own tile holds key 0, below
+// every logit's (order_key(-inf) > 0), so it never counts among the candidates.
+constexpr int kCachedKeys = 40;  // Tk <= 1280 (163,840 tokens)
+
+struct RowKeys {
+  const unsigned* keys;  // shared [Tk]
+  int k_tiles, own;
+  bool in_registers;
+  unsigned cached[kCachedKeys];
+
+  __device__ RowKeys(const unsigned* row, int tiles, int own_tile)
+      : keys(row), k_tiles(tiles), own(own_tile), in_registers(tiles <= 32 * kCachedKeys) {
+    const int lane = static_cast<int>(threadIdx.x) % 32;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) total += counts[i] = static_cast<int>(histogram[8 * lane + i]);
-    int suffix = total;  // inclusive sum over lanes >= this one
-    for (int offset = 1; offset < 32; offset *= 2) {
-      const int other = __shfl_down_sync(kFullWarp, suffix, offset);
-      if (lane + offset < 32) suffix += other;
+    for (int i = 0; i < kCachedKeys; ++i) {
+      const int j = lane + 32 * i;
+      cached[i] = in_registers && j < k_tiles && j != own ? keys[j] : 0u;
     }
-    int above = suffix - total, found = -1, found_above = 0;
-#pragma unroll
-    for (int i = 7; i >= 0; --i) {
-      if (above < need && need <= above + counts[i]) found = 8 * lane + i, found_above = above;
-      above += counts[i];
-    }
-    const int owner = __ffs(static_cast<int>(__ballot_sync(kFullWarp, found >= 0))) - 1;
-    const auto bin = static_cast<unsigned>(__shfl_sync(kFullWarp, found, owner));
-    need -= __shfl_sync(kFullWarp, found_above, owner);
-    prefix |= bin << shift;
-    prefix_mask |= 255u << shift;
-    __syncwarp();
   }
-  threshold = prefix;
-  equal_needed = need;
-}
+
+  // Candidate keys >= bound (bound > 0), counted over the warp. Registers: a fixed unrolled
+  // count over the first kKeys cached keys (the rest hold 0), four independent sums.
+  template <int kKeys>
+  __device__ __forceinline__ int count_cached(unsigned bound) const {
+    int n[4] = {};
+#pragma unroll
+    for (int i = 0; i < kKeys; ++i) n[i % 4] += cached[i] >= bound;
+    return n[0] + n[1] + n[2] + n[3];
+  }
+  __device__ __forceinline__ int count_at_least(unsigned bound) const {
+    int n = 0;
+    if (!in_registers) {
+      for (int j = static_cast<int>(threadIdx.x) % 32; j < k_tiles; j += 32) {
+        n += j != own && keys[j] >= bound;
+      }
+    } else if (k_tiles <= 32 * kCachedKeys / 2) {
+      n = count_cached<kCachedKeys / 2>(bound);
+    } else {
+      n = count_cached<kCachedKeys>(bound);
+    }
+    return static_cast<int>(__reduce_add_sync(kFullWarp, static_cast<unsigned>(n)));
+  }
+
+  // The key T of the need-th best tile other than own (1 <= need <= the candidates): the
+  // largest T with at least `need` candidate keys >= T, built bit by bit from the top (32
+  // warp-wide counts); and how many of the tiles whose key equals T to take.
+  __device__ __forceinline__ void kth_best(int need, unsigned& threshold, int& equal_needed) const {
+    unsigned key = 0u;
+    for (int bit = 31; bit >= 0; --bit) {
+      const unsigned trial = key | 1u << bit;
+      if (count_at_least(trial) >= need) key = trial;
+    }
+    threshold = key;
+    equal_needed = need - (key == 0xFFFFFFFFu ? 0 : count_at_least(key + 1u));
+  }
+};
 
 // Cumulative threshold of one warp's row: how many tiles besides `own` to take, i.e. the fewest
 // best tiles whose softmax mass, added to the own tile's, reaches threshold * total, capped at
 // `cap` and at the tiles of positive weight (the CPU reference's walk, select_cumulative). The
 // weights exp(s - peak) are summed in double as there; the count is found by bisection, each
-// step a radix select of the best n tiles and a sum of their weights.
-__device__ int cumulative_count(const unsigned* keys, int k_tiles, int own, int cap,
-                                double threshold, unsigned* histogram) {
-  const int lane = threadIdx.x % 32;
+// step a selection of the best n tiles and a sum of their weights.
+__device__ __forceinline__ int cumulative_count(const RowKeys& row, int cap, double threshold) {
+  const int lane = threadIdx.x % 32, k_tiles = row.k_tiles, own = row.own;
+  const unsigned* keys = row.keys;
   unsigned top = 0u;
   for (int j = lane; j < k_tiles; j += 32) top = max(top, keys[j]);
-  for (int offset = 16; offset > 0; offset /= 2) {
-    top = max(top, __shfl_xor_sync(kFullWarp, top, offset));
-  }
+  top = __reduce_max_sync(kFullWarp, top);
   const double peak = key_score(top);
   if (!isfinite(peak)) return own >= 0 ? 0 : 1;  // no mass anywhere: the first tile only
   const auto weight = [&](unsigned key) { return exp(static_cast<double>(key_score(key)) - peak); };
@@ -214,9 +282,7 @@ __device__ int cumulative_count(const unsigned* keys, int k_tiles, int own, int 
     positive += j != own && w > 0.0;
   }
   total = warp_sum(total);
-  for (int offset = 16; offset > 0; offset /= 2) {
-    positive += __shfl_xor_sync(kFullWarp, positive, offset);
-  }
+  positive = static_cast<int>(__reduce_add_sync(kFullWarp, static_cast<unsigned>(positive)));
   const double target = threshold * total;
   const double own_mass = own >= 0 ? weight(keys[own]) : 0.0;
   if (own >= 0 && own_mass >= target) return 0;
@@ -226,7 +292,7 @@ __device__ int cumulative_count(const unsigned* keys, int k_tiles, int own, int 
   const auto mass_of_best = [&](int n) {
     unsigned cut;
     int equal_needed;
-    radix_select(keys, k_tiles, own, n, histogram, cut, equal_needed);
+    row.kth_best(n, cut, equal_needed);
     double mass = 0.0;
     for (int j = lane; j < k_tiles; j += 32) {
       if (j != own && keys[j] > cut) mass += weight(keys[j]);
@@ -245,86 +311,68 @@ __device__ int cumulative_count(const unsigned* keys, int k_tiles, int own, int 
   return low;
 }
 
-// Block (kRows query tiles, head, batch). Phase 1: logits of the rows against every key tile as
-// a register-tiled SGEMM (SelectLayout), stored as order keys in shared memory. Phase 2: warp w
-// selects rows w, w + 8, ... by radix select (after the cumulative count where the head has a
-// threshold), then writes the chosen tiles in ascending order with ballots and pads the row
-// with kPaddedSlot.
+// Block (kRows query tiles, head, batch). Phase 1: logits of the rows against every key tile on
+// tensor cores (3xTF32): warp w computes key tiles 16u..16u+15 for u = w, w + 8, ..., A = the
+// rows' descriptors from shared memory, B = the key descriptors straight from global memory
+// (L2-resident: 4 D' bytes per key tile and head); stored as order keys in shared memory.
+// Phase 2: warp w selects rows w, w + 8, ... (RowKeys::kth_best, after the cumulative count
+// where the head has a threshold), then writes the chosen tiles in ascending order with ballots
+// and pads the row with kPaddedSlot.
 template <int kRows>
 __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   using Layout = SelectLayout<kRows>;
+  constexpr int kMTiles = Layout::kMTiles;
   extern __shared__ __align__(16) float shared[];
-  const int k_tiles = static_cast<int>(args.k_tiles);
-  const std::int64_t dim = args.dim, padded_dim = args.padded_dim;
-  float* q_t = shared;                    // [D', kRows]
-  float* k_t = q_t + padded_dim * kRows;  // [kChannels, kStride]
-  auto* keys =
-      reinterpret_cast<unsigned*>(k_t + Layout::kChannels * Layout::kStride);  // [kRows, Tk]
-  unsigned* histograms = keys + kRows * args.k_tiles;                          // [kWarps, 256]
+  const int k_tiles = static_cast<int>(args.k_tiles), width = static_cast<int>(args.width);
+  const int stride = Layout::stride(width);
+  float* q_rows = shared;                                                    // [16 kMTiles, stride]
+  auto* keys = reinterpret_cast<unsigned*>(q_rows + 16 * kMTiles * stride);  // [kRows, Tk]
   const std::int64_t first = blockIdx.x * std::int64_t{kRows};
   const std::int64_t head = blockIdx.y, batch = blockIdx.z, heads = gridDim.y;
   const std::int64_t head_row = batch * heads + head;
   const int rows = static_cast<int>(min(std::int64_t{kRows}, args.q_tiles - first));
-  const float* q = args.q_hat + (head_row * args.q_tiles + first) * dim;
-  const float* k = args.k_hat + head_row * args.k_tiles * dim;
-  for (std::int64_t e = threadIdx.x; e < kRows * padded_dim; e += kThreads) {
-    const std::int64_t r = e / padded_dim, d = e % padded_dim;
-    q_t[d * kRows + r] = r < rows && d < dim ? q[r * dim + d] : 0.0f;
+  const float* q = args.q_hat + (head_row * args.q_tiles + first) * width;
+  const float* k = args.k_hat + head_row * args.k_tiles * width;
+  for (int e = threadIdx.x; e < 16 * kMTiles * width; e += kThreads) {
+    const int r = e / width, d = e % width;
+    q_rows[r * stride + d] = r < rows ? q[r * width + d] : 0.0f;
   }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row_group = lane / Layout::kLaneQuads;
-  const int key_offset = warp * Layout::kWarpKeys + 4 * (lane % Layout::kLaneQuads);
-  // Steps over (key chunk, channel chunk); the next step's k^ values are loaded into registers
-  // before the current step's FMAs, so the global loads overlap them.
-  constexpr int kChannels = Layout::kChannels;
-  const int channel_chunks = static_cast<int>(padded_dim / kChannels);
-  const int steps = (k_tiles + Layout::kChunk - 1) / Layout::kChunk * channel_chunks;
-  constexpr int kStageLoads = Layout::kChunk * kChannels / kThreads;
-  float staged[kStageLoads];
-  const auto load_step = [&](int step) {
-    const int j0 = step / channel_chunks * Layout::kChunk;
-    const std::int64_t d0 = step % channel_chunks * std::int64_t{kChannels};
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  for (int key0 = 16 * warp; key0 < k_tiles; key0 += 16 * kWarps) {
+    float acc[kMTiles][2][4] = {};
+    const float* a_rows[2 * kMTiles];
+    const float* b_rows[2];
 #pragma unroll
-    for (int i = 0; i < kStageLoads; ++i) {
-      const int e = threadIdx.x + i * kThreads;
-      const int j = e / kChannels, d = e % kChannels;  // adjacent threads: adjacent channels
-      staged[i] = j0 + j < k_tiles && d0 + d < dim ? k[(j0 + j) * dim + d0 + d] : 0.0f;
+    for (int i = 0; i < 2 * kMTiles; ++i) a_rows[i] = q_rows + (g + 8 * i) * stride + 4 * t;
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {  // rows past Tk read the last key tile; never stored
+      b_rows[n] = k + static_cast<std::int64_t>(min(key0 + g + 8 * n, k_tiles - 1)) * width + 4 * t;
     }
-  };
-  load_step(0);
-  float acc[4][4] = {};
-  for (int step = 0; step < steps; ++step) {
-    __syncthreads();  // the previous step's readers are done (and q_t is written)
-#pragma unroll
-    for (int i = 0; i < kStageLoads; ++i) {
-      const int e = threadIdx.x + i * kThreads;
-      k_t[e % kChannels * Layout::kStride + e / kChannels] = staged[i];
+    // The next slice's key descriptors (L2 reads) are loaded before this slice's products.
+    float4 b[2], b_next[2];
+    load_slice_rows(b, b_rows, 0);
+    for (int d0 = 0; d0 < width; d0 += 16) {
+      if (d0 + 16 < width) load_slice_rows(b_next, b_rows, d0 + 16);
+      float4 a[2 * kMTiles];
+      load_slice_rows(a, a_rows, d0);
+      warp_tile_k16<kMTiles>(acc, a, b);
+      b[0] = b_next[0], b[1] = b_next[1];
     }
-    __syncthreads();
-    if (step + 1 < steps) load_step(step + 1);
-    const float* q_chunk = q_t + step % channel_chunks * kChannels * kRows;
-#pragma unroll 8
-    for (int d = 0; d < kChannels; ++d) {
-      const float4 a = *reinterpret_cast<const float4*>(q_chunk + d * kRows + 4 * row_group);
-      const float4 b = *reinterpret_cast<const float4*>(k_t + d * Layout::kStride + key_offset);
-      const float as[4] = {a.x, a.y, a.z, a.w}, bs[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
+    for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
-        for (int c = 0; c < 4; ++c) acc[r][c] += as[r] * bs[c];
-      }
-    }
-    if (step % channel_chunks == channel_chunks - 1) {  // the chunk's logits are complete
-      const int j0 = step / channel_chunks * Layout::kChunk;
+      for (int half = 0; half < 2; ++half) {
+        const int r = 16 * m + g + 8 * half;
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
+        for (int n = 0; n < 2; ++n) {
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int j = j0 + key_offset + c;
-          if (j < k_tiles) {
-            keys[(4 * row_group + r) * k_tiles + j] = order_key(args.scale * acc[r][c]);
+          for (int q_col = 0; q_col < 2; ++q_col) {
+            const int j = key0 + 8 * n + 2 * t + q_col;
+            if (r < kRows && j < k_tiles) {
+              keys[r * k_tiles + j] = order_key(args.scale * acc[m][n][2 * half + q_col]);
+            }
           }
-          acc[r][c] = 0.0f;
         }
       }
     }
@@ -337,15 +385,12 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
     const std::int64_t tile = first + r;
     const unsigned* row_keys = keys + r * k_tiles;
     const int own = args.keep_own_tile && tile < k_tiles ? static_cast<int>(tile) : -1;
+    const RowKeys row(row_keys, k_tiles, own);
     const int cap = static_cast<int>(args.budget) - (own >= 0 ? 1 : 0);
-    const int need = threshold > 0.0 ? cumulative_count(row_keys, k_tiles, own, cap, threshold,
-                                                        histograms + warp * 256)
-                                     : cap;
+    const int need = threshold > 0.0 ? cumulative_count(row, cap, threshold) : cap;
     unsigned cut = 0xFFFFFFFFu;  // above every key: only the own tile when need is 0
     int equal_needed = 0;
-    if (need > 0) {
-      radix_select(row_keys, k_tiles, own, need, histograms + warp * 256, cut, equal_needed);
-    }
+    if (need > 0) row.kth_best(need, cut, equal_needed);
     std::int32_t* out = args.indices + (head_row * args.q_tiles + tile) * args.budget;
     int written = 0, equal_before = 0;
     for (int base = 0; base < k_tiles; base += 32) {
@@ -387,8 +432,9 @@ void launch_select(const SelectArgs& args, std::size_t shared, std::int64_t head
 }  // namespace
 
 std::size_t tile_selection_workspace_bytes(const TileSelectionParams& params) {
-  return sizeof(float) * static_cast<std::size_t>(params.batch * params.heads *
-                                                  (params.q_tiles + params.k_tiles) * params.dim);
+  return sizeof(float) *
+         static_cast<std::size_t>(params.batch * params.heads * (params.q_tiles + params.k_tiles) *
+                                  descriptor_width(params.dim));
 }
 
 void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream) {
@@ -401,13 +447,22 @@ void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream)
   VEDA_CHECK(params.q_tiles <= 2147483647 && params.heads <= 65535 && params.batch <= 65535,
              "tile selection grid of ", params.q_tiles, " tiles x ", params.heads, " heads x ",
              params.batch, " batches exceeds the launch limits");
+  const std::int64_t width = descriptor_width(params.dim);
   float* q_hat = static_cast<float*>(params.workspace);
-  float* k_hat = q_hat + params.batch * params.heads * params.q_tiles * params.dim;
+  float* k_hat = q_hat + params.batch * params.heads * params.q_tiles * width;
   const auto heads = static_cast<unsigned>(params.heads);
   const auto batch = static_cast<unsigned>(params.batch);
   const auto project = [&](const float* stats, const float* projection, std::int64_t tiles,
                            float* out) {
-    const std::int64_t column_blocks = (params.dim + kProjectColumns - 1) / kProjectColumns;
+    if (projection != nullptr && params.diagonal_projection) {
+      const std::int64_t rows = params.batch * params.heads * tiles;
+      const auto blocks = static_cast<unsigned>(
+          std::min<std::int64_t>((rows * width + kThreads - 1) / kThreads, std::int64_t{1} << 20));
+      project_diagonal_kernel<<<blocks, kThreads, 0, stream>>>(
+          stats, projection, params.global_head, tiles, params.heads, params.dim, rows, out);
+      return;
+    }
+    const std::int64_t column_blocks = (width + kProjectColumns - 1) / kProjectColumns;
     const auto blocks =
         static_cast<unsigned>((tiles + kProjectTiles - 1) / kProjectTiles * column_blocks);
     project_kernel<<<dim3(blocks, heads, batch), kThreads, 0, stream>>>(
@@ -418,20 +473,20 @@ void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream)
   project(params.k_stats, params.k_projection, params.k_tiles, k_hat);
   check_launch("tile projection (k)");
 
-  const std::int64_t padded_dim = (params.dim + kDepth - 1) / kDepth * kDepth;
   const SelectArgs args{
-      q_hat,         k_hat,         params.q_tiles, params.k_tiles,       params.dim,
-      padded_dim,    params.budget, params.scale,   params.keep_own_tile, params.thresholds,
-      params.counts, params.indices};
-  // 32 query tiles per block (each k^ row read once per 32) where their keys fit next to the
-  // staging buffers (Tk <= ~2,400 on Hopper); 4 for longer sequences (Tk up to kMaxKeyTiles).
+      q_hat,         k_hat,        params.q_tiles,       params.k_tiles,    width,
+      params.budget, params.scale, params.keep_own_tile, params.thresholds, params.counts,
+      params.indices};
+  // 32 query tiles per block (each k^ row read once per 32) where their keys fit in shared
+  // memory (Tk <= ~1,600 for two blocks per SM on Hopper); 4 for longer sequences (Tk up to
+  // kMaxKeyTiles).
   int device = 0, shared_limit = 0;
   VEDA_CHECK(cudaGetDevice(&device) == cudaSuccess &&
                  cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                         device) == cudaSuccess,
              "tile selection could not read the device's shared memory limit");
-  const std::size_t wide = SelectLayout<32>::bytes(padded_dim, params.k_tiles);
-  const std::size_t narrow = SelectLayout<4>::bytes(padded_dim, params.k_tiles);
+  const std::size_t wide = SelectLayout<32>::bytes(width, params.k_tiles);
+  const std::size_t narrow = SelectLayout<4>::bytes(width, params.k_tiles);
   if (wide <= static_cast<std::size_t>(shared_limit)) {
     launch_select<32>(args, wide, params.heads, params.batch, stream);
   } else {

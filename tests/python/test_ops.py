@@ -370,6 +370,34 @@ def test_estimator_uses_each_local_heads_global_projections():
         veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, method="veda")
 
 
+def diagonal_profile(heads, dim, seed=9):
+    """estimator_profile's shapes with diagonal P_q, P_k (every entry but P[c D + d, d] zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    diagonals = [torch.randn(heads, 3, dim, generator=generator) for _ in range(2)]
+    full = [torch.diag_embed(p).reshape(heads, 3 * dim, dim) for p in diagonals]
+    settings = tuple(HeadSettings((1, 8, 16), 0.75) for _ in range(heads))
+    return LayerProfile(layer=0, heads=settings, p_q=full[0], p_k=full[1]), diagonals
+
+
+def test_diagonal_projections_are_compacted_and_select_what_the_full_matrices_select():
+    profile, (diagonal_q, diagonal_k) = diagonal_profile(2, 32)
+    p_q, p_k = profile.estimator("cpu", compact=True)
+    assert torch.equal(p_q, diagonal_q) and torch.equal(p_k, diagonal_k)
+    assert profile.estimator("cpu")[0].shape == (2, 96, 32)  # the full form unless asked
+    assert estimator_profile(2, 32, scale=0.5).estimator("cpu", compact=True)[0].shape == (
+        2,
+        96,
+        32,
+    )
+    q, k, v = random_qkv(batch=1, tokens=1024, heads=2, seed=4)
+    args = (list(ESTIMATOR_GRID), [1, 8, 16], "veda", 0.75, None, None)
+    full = profile.estimator("cpu")
+    out = torch.ops.veda.sparse_attention(q, k, v, *args, *full)[0]
+    assert torch.equal(torch.ops.veda.sparse_attention(q, k, v, *args, p_q, p_k)[0], out)
+    meanpool = veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, sparsity=0.75, method="meanpool")
+    assert not torch.equal(out, meanpool)
+
+
 def test_profile_reads_the_estimator_file(tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     dim = 32

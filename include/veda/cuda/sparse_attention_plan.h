@@ -62,6 +62,9 @@ struct SparseLayerSettings {
   // Estimator parameters, device memory [H_global, 3D, D] float32; nullptr: mean pooling.
   const float* q_projection = nullptr;
   const float* k_projection = nullptr;
+  // The projections are P's diagonals, [H_global, 3, D] (TileSelectionParams): the estimator's
+  // default structure, projected elementwise instead of by a GEMM.
+  bool diagonal_projection = false;
   // Text tokens in each sequence, attended densely both ways: L = N + text_tokens.
   std::int64_t text_tokens = 0;
   TextPosition text_position = TextPosition::kAfter;

@@ -18,14 +18,16 @@ namespace veda {
 // them tile-major and reduces mean, max, min: N*H*D elements in, as many out.
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream);
 
-// Scratch for the projected descriptors, 4 * B * H * (Tq + Tk) * D bytes.
+// Scratch for the projected descriptors, 4 * B * H * (Tq + Tk) * D' bytes (D' = D rounded up to
+// 16).
 std::size_t tile_selection_workspace_bytes(const TileSelectionParams& params);
 
-// Two kernels: the projections (B*H*(Tq+Tk) x 3D x D multiply-adds, a register-tiled SGEMM),
-// then per block of 16 query tiles their Tk logits (an SGEMM into shared memory, never to global
-// memory) and each row's top-k by a warp's radix select on the logits' bits, written in
-// ascending order (Tk <= 8192, i.e. N <= ~1M tokens). Ties rank the lower tile index first, as
-// the CPU reference does; NaN logits rank last.
+// Two kernels, both on tensor cores at float32 accuracy (3xTF32): the projections
+// (B*H*(Tq+Tk) x 3D x D multiply-adds), then per block of 32 query tiles their Tk logits (into
+// shared memory, never to global memory) and each row's top-k, found by a warp bit by bit on
+// the logits' order keys (32 warp-wide counts), written in ascending order (Tk <= 8192, i.e.
+// N <= ~1M tokens). Ties rank the lower tile index first, as the CPU reference does; NaN
+// logits rank last.
 void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream);
 
 }  // namespace veda

@@ -1,0 +1,91 @@
+// Internal: float32 matrix products on tensor cores at float32 accuracy (3xTF32, sm_80+).
+//
+// Why: the front end's two small GEMMs (estimator projection, tile logits) must rank key tiles
+// as the CPU reference's float32 sums do (a fixed budget is compared row for row), which plain
+// TF32 (10-bit mantissa) does not; as SIMT SGEMMs they ran at ~15 TFLOP/s. Each float is split
+// into a TF32 head and a TF32 tail, x = hi + lo, and a b ~ a_hi b_hi + a_hi b_lo + a_lo b_hi:
+// what is dropped, a_lo b_lo and the tails' own rounding, is ~2^-22 of each product.
+//
+// warp_tile_k16 computes a warp's C[16 kMTiles x 16] += A[16 kMTiles x 16] B[16 x 16] for one
+// 16-channel slice, both operands k-contiguous: A as rows of C, B as columns (B^T row-major,
+// e.g. K^ rows for Q^ K^T). mma.m16n8k8 takes k = 8 per step; which 8 of the 16
+// channels a step takes is free as long as A and B agree, so lane (g, t) reads channels
+// 4t..4t+3 of its rows with one 16-byte load and feeds channels 4t, 4t+1 to step 0 and 4t+2,
+// 4t+3 to step 1 (as the fragments' k = t and t + 4). Row strides must be multiples of 4 floats
+// with (stride mod 32) = 16 for conflict-free loads (tf32_row_stride).
+#pragma once
+
+#include <cstdint>
+
+namespace veda::cuda_detail {
+
+// Shared-memory row stride (floats) for rows of `width` channels: a multiple of 16 floats
+// that is 16 mod 32, so the 8 rows read by one quarter-warp's 16-byte loads cover all banks.
+__host__ __device__ constexpr int tf32_row_stride(int width) {
+  const int padded = (width + 15) / 16 * 16;
+  return padded % 32 == 0 ? padded + 16 : padded;
+}
+
+// values[i] = the 16-byte-aligned float4 at rows[i] + offset (shared or global memory).
+template <int kRows>
+__device__ __forceinline__ void load_slice_rows(float4 (&values)[kRows],
+                                                const float* const (&rows)[kRows], int offset) {
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) values[i] = *reinterpret_cast<const float4*>(rows[i] + offset);
+}
+
+__device__ __forceinline__ void split_tf32(float x, std::uint32_t& hi, std::uint32_t& lo) {
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(x));
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(lo) : "f"(x - __uint_as_float(hi)));
+}
+
+// c[16 x 8] += a[16 x 8] b[8 x 8], TF32 inputs, float32 accumulators.
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const std::uint32_t (&a)[4],
+                                         std::uint32_t b0, std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// acc[m][n] is the 16 x 8 block (rows 16 m.., columns 8 n..) in mma's C layout: lane (g, t) =
+// (lane / 4, lane % 4) holds rows g and g + 8, columns 2t and 2t + 1:
+//   acc[m][n][0..3] = C[16m + g][8n + 2t], C[16m + g][8n + 2t + 1],
+//                     C[16m + g + 8][8n + 2t], C[16m + g + 8][8n + 2t + 1].
+// a[i]: channels 4t..4t+3 of the slice in this lane's row g + 8 i of A (i < 2 kMTiles); b[n]:
+// the same channels of its row g + 8 n of B^T (load_slice_rows reads them).
+template <int kMTiles>
+__device__ __forceinline__ void warp_tile_k16(float (&acc)[kMTiles][2][4],
+                                              const float4 (&a)[2 * kMTiles],
+                                              const float4 (&b)[2]) {
+#pragma unroll
+  for (int step = 0; step < 2; ++step) {
+    const auto first = [&](const float4& v) { return step == 0 ? v.x : v.z; };
+    const auto second = [&](const float4& v) { return step == 0 ? v.y : v.w; };
+    std::uint32_t a_hi[kMTiles][4], a_lo[kMTiles][4], b_hi[2][2], b_lo[2][2];
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m) {
+      split_tf32(first(a[2 * m]), a_hi[m][0], a_lo[m][0]);       // row g, k = t
+      split_tf32(first(a[2 * m + 1]), a_hi[m][1], a_lo[m][1]);   // row g + 8, k = t
+      split_tf32(second(a[2 * m]), a_hi[m][2], a_lo[m][2]);      // row g, k = t + 4
+      split_tf32(second(a[2 * m + 1]), a_hi[m][3], a_lo[m][3]);  // row g + 8, k = t + 4
+    }
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+      split_tf32(first(b[n]), b_hi[n][0], b_lo[n][0]);   // k = t, column g
+      split_tf32(second(b[n]), b_hi[n][1], b_lo[n][1]);  // k = t + 4, column g
+    }
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m) {
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {  // the small terms first
+        mma_tf32(acc[m][n], a_lo[m], b_hi[n][0], b_hi[n][1]);
+        mma_tf32(acc[m][n], a_hi[m], b_lo[n][0], b_lo[n][1]);
+        mma_tf32(acc[m][n], a_hi[m], b_hi[n][0], b_hi[n][1]);
+      }
+    }
+  }
+}
+
+}  // namespace veda::cuda_detail
