@@ -173,7 +173,8 @@ def test_text_tokens_on_a_grid_with_a_short_last_tile(text, text_position):
     assert torch.equal(op[0], gpu[0]) and torch.equal(op[1], gpu[1])
     # Text adds the video rows' two float32 lse partials to the workspace: 8 B*N*H bytes (each
     # piece rounded up to 256 bytes).
-    plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0)  # tiles, sparsity, thresholds, global heads, ...
+    # tiles, sparsity, thresholds, global heads, projections, their heads, diagonal
+    plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0, False)
     device, code = q.device.index or 0, veda.ops.DTYPE_CODES[q.dtype]
     bytes_of = functools.partial(_veda.plan_workspace_bytes, device, list(grid), batch, heads, dim)
     extra = bytes_of(code, *plan, text, text_position) - bytes_of(code, *plan, 0, "after")
@@ -194,7 +195,7 @@ def test_low_memory_mode_gives_the_same_result_with_less_workspace(text):
     low = veda.sparse_attention(q, k, v, return_lse=True, low_memory=True, **kwargs)
     assert_matches_cpu(low, cpu)
     assert torch.equal(low[0], default[0]) and torch.equal(low[1], default[1])
-    plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0, text, "after")
+    plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0, False, text, "after")
     code = veda.ops.DTYPE_CODES[q.dtype]
     bytes_of = functools.partial(
         _veda.plan_workspace_bytes, q.device.index or 0, list(grid), batch, heads, dim, code, *plan
