@@ -26,6 +26,25 @@ __host__ __device__ constexpr int tf32_row_stride(int width) {
   return padded % 32 == 0 ? padded + 16 : padded;
 }
 
+// Four floats split into TF32 heads and tails (x = hi + lo, both as TF32 bit patterns).
+struct Tf32Split4 {
+  uint4 hi, lo;
+};
+
+__device__ __forceinline__ void split_tf32(float x, std::uint32_t& hi, std::uint32_t& lo) {
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(x));
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(lo) : "f"(x - __uint_as_float(hi)));
+}
+
+__device__ __forceinline__ Tf32Split4 split_tf32(const float4& v) {
+  Tf32Split4 s;
+  split_tf32(v.x, s.hi.x, s.lo.x);
+  split_tf32(v.y, s.hi.y, s.lo.y);
+  split_tf32(v.z, s.hi.z, s.lo.z);
+  split_tf32(v.w, s.hi.w, s.lo.w);
+  return s;
+}
+
 // values[i] = the 16-byte-aligned float4 at rows[i] + offset (shared or global memory).
 template <int kRows>
 __device__ __forceinline__ void load_slice_rows(float4 (&values)[kRows],
@@ -34,9 +53,16 @@ __device__ __forceinline__ void load_slice_rows(float4 (&values)[kRows],
   for (int i = 0; i < kRows; ++i) values[i] = *reinterpret_cast<const float4*>(rows[i] + offset);
 }
 
-__device__ __forceinline__ void split_tf32(float x, std::uint32_t& hi, std::uint32_t& lo) {
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(hi) : "f"(x));
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(lo) : "f"(x - __uint_as_float(hi)));
+// The same from rows stored split: heads at rows[i] + offset, tails `tails` words further.
+template <int kRows>
+__device__ __forceinline__ void load_split(Tf32Split4 (&values)[kRows],
+                                           const std::uint32_t* const (&rows)[kRows], int offset,
+                                           int tails) {
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    values[i].hi = *reinterpret_cast<const uint4*>(rows[i] + offset);
+    values[i].lo = *reinterpret_cast<const uint4*>(rows[i] + tails + offset);
+  }
 }
 
 // c[16 x 8] += a[16 x 8] b[8 x 8], TF32 inputs, float32 accumulators.
@@ -54,35 +80,28 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const std::uint32_t (&a)
 //   acc[m][n][0..3] = C[16m + g][8n + 2t], C[16m + g][8n + 2t + 1],
 //                     C[16m + g + 8][8n + 2t], C[16m + g + 8][8n + 2t + 1].
 // a[i]: channels 4t..4t+3 of the slice in this lane's row g + 8 i of A (i < 2 kMTiles); b[n]:
-// the same channels of its row g + 8 n of B^T (load_slice_rows reads them).
+// the same channels of its row g + 8 n of B^T; both split (load_split).
 template <int kMTiles>
 __device__ __forceinline__ void warp_tile_k16(float (&acc)[kMTiles][2][4],
-                                              const float4 (&a)[2 * kMTiles],
-                                              const float4 (&b)[2]) {
+                                              const Tf32Split4 (&a)[2 * kMTiles],
+                                              const Tf32Split4 (&b)[2]) {
 #pragma unroll
   for (int step = 0; step < 2; ++step) {
-    const auto first = [&](const float4& v) { return step == 0 ? v.x : v.z; };
-    const auto second = [&](const float4& v) { return step == 0 ? v.y : v.w; };
-    std::uint32_t a_hi[kMTiles][4], a_lo[kMTiles][4], b_hi[2][2], b_lo[2][2];
+    // Step 0 takes channels 4t, 4t + 1 (components x, y) as k = t, t + 4; step 1 z and w.
+    const auto first = [&](const uint4& v) { return step == 0 ? v.x : v.z; };
+    const auto second = [&](const uint4& v) { return step == 0 ? v.y : v.w; };
 #pragma unroll
     for (int m = 0; m < kMTiles; ++m) {
-      split_tf32(first(a[2 * m]), a_hi[m][0], a_lo[m][0]);       // row g, k = t
-      split_tf32(first(a[2 * m + 1]), a_hi[m][1], a_lo[m][1]);   // row g + 8, k = t
-      split_tf32(second(a[2 * m]), a_hi[m][2], a_lo[m][2]);      // row g, k = t + 4
-      split_tf32(second(a[2 * m + 1]), a_hi[m][3], a_lo[m][3]);  // row g + 8, k = t + 4
-    }
-#pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      split_tf32(first(b[n]), b_hi[n][0], b_lo[n][0]);   // k = t, column g
-      split_tf32(second(b[n]), b_hi[n][1], b_lo[n][1]);  // k = t + 4, column g
-    }
-#pragma unroll
-    for (int m = 0; m < kMTiles; ++m) {
+      const Tf32Split4 &upper = a[2 * m], &lower = a[2 * m + 1];  // rows g and g + 8
+      const std::uint32_t a_hi[4] = {first(upper.hi), first(lower.hi), second(upper.hi),
+                                     second(lower.hi)};
+      const std::uint32_t a_lo[4] = {first(upper.lo), first(lower.lo), second(upper.lo),
+                                     second(lower.lo)};
 #pragma unroll
       for (int n = 0; n < 2; ++n) {  // the small terms first
-        mma_tf32(acc[m][n], a_lo[m], b_hi[n][0], b_hi[n][1]);
-        mma_tf32(acc[m][n], a_hi[m], b_lo[n][0], b_lo[n][1]);
-        mma_tf32(acc[m][n], a_hi[m], b_hi[n][0], b_hi[n][1]);
+        mma_tf32(acc[m][n], a_lo, first(b[n].hi), second(b[n].hi));
+        mma_tf32(acc[m][n], a_hi, first(b[n].lo), second(b[n].lo));
+        mma_tf32(acc[m][n], a_hi, first(b[n].hi), second(b[n].hi));
       }
     }
   }

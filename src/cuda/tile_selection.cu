@@ -16,7 +16,10 @@ constexpr unsigned kFullWarp = 0xFFFFFFFFu;
 constexpr std::int64_t kMaxKeyTiles = 8192;  // a block's rows of keys fit in shared memory
 
 using cuda_detail::load_slice_rows;
+using cuda_detail::load_split;
+using cuda_detail::split_tf32;
 using cuda_detail::tf32_row_stride;
+using cuda_detail::Tf32Split4;
 using cuda_detail::warp_tile_k16;
 
 // Descriptors are stored [B, H, T, D'] with D' = D rounded up to 16 and zeros past D, so the
@@ -110,7 +113,9 @@ __global__ void __launch_bounds__(kThreads, 2)
         float4 a[4], b[2];
         load_slice_rows(a, a_rows, k0);
         load_slice_rows(b, b_rows, k0);
-        warp_tile_k16<2>(acc, a, b);
+        warp_tile_k16<2>(acc,
+                         {split_tf32(a[0]), split_tf32(a[1]), split_tf32(a[2]), split_tf32(a[3])},
+                         {split_tf32(b[0]), split_tf32(b[1])});
       }
     }
   }
@@ -188,9 +193,9 @@ struct SelectArgs {
   std::int32_t* indices;
 };
 
-// Shared memory of a block of kRows query tiles: their descriptors [16 kMTiles rows][stride]
-// (rows past kRows zero: blocks of 4 rows still fill one 16-row mma tile) and their logits as
-// order keys [kRows, Tk].
+// Shared memory of a block of kRows query tiles: their descriptors split into TF32 heads and
+// tails, 2 x [16 kMTiles rows][stride] (rows past kRows zero: blocks of 4 rows still fill one
+// 16-row mma tile), and their logits as order keys [kRows, Tk].
 template <int kRows>
 struct SelectLayout {
   static constexpr int kMTiles = (kRows + 15) / 16;
@@ -198,7 +203,7 @@ struct SelectLayout {
     return tf32_row_stride(static_cast<int>(width));
   }
   static std::size_t bytes(std::int64_t width, std::int64_t k_tiles) {
-    return 4 * static_cast<std::size_t>(16 * kMTiles * stride(width) + kRows * k_tiles);
+    return 4 * static_cast<std::size_t>(2 * 16 * kMTiles * stride(width) + kRows * k_tiles);
   }
 };
 
@@ -229,7 +234,12 @@ struct RowKeys {
   __device__ __forceinline__ int count_cached(unsigned bound) const {
     int n[4] = {};
 #pragma unroll
-    for (int i = 0; i < kKeys; ++i) n[i % 4] += cached[i] >= bound;
+    for (int i = 0; i < kKeys; ++i) {
+      // A compare and a predicated increment (the compiler's own form is a select: 3 instead).
+      asm("{\n .reg .pred ge;\n setp.ge.u32 ge, %1, %2;\n @ge add.s32 %0, %0, 1;\n}"
+          : "+r"(n[i % 4])
+          : "r"(cached[i]), "r"(bound));
+    }
     return n[0] + n[1] + n[2] + n[3];
   }
   __device__ __forceinline__ int count_at_least(unsigned bound) const {
@@ -325,8 +335,9 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   extern __shared__ __align__(16) float shared[];
   const int k_tiles = static_cast<int>(args.k_tiles), width = static_cast<int>(args.width);
   const int stride = Layout::stride(width);
-  float* q_rows = shared;                                                    // [16 kMTiles, stride]
-  auto* keys = reinterpret_cast<unsigned*>(q_rows + 16 * kMTiles * stride);  // [kRows, Tk]
+  const int tails = 16 * kMTiles * stride;
+  auto* q_rows = reinterpret_cast<std::uint32_t*>(shared);  // heads [16 kMTiles, stride], tails
+  auto* keys = reinterpret_cast<unsigned*>(q_rows + 2 * tails);  // [kRows, Tk]
   const std::int64_t first = blockIdx.x * std::int64_t{kRows};
   const std::int64_t head = blockIdx.y, batch = blockIdx.z, heads = gridDim.y;
   const std::int64_t head_row = batch * heads + head;
@@ -335,13 +346,14 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   const float* k = args.k_hat + head_row * args.k_tiles * width;
   for (int e = threadIdx.x; e < 16 * kMTiles * width; e += kThreads) {
     const int r = e / width, d = e % width;
-    q_rows[r * stride + d] = r < rows ? q[r * width + d] : 0.0f;
+    split_tf32(r < rows ? q[r * width + d] : 0.0f, q_rows[r * stride + d],
+               q_rows[tails + r * stride + d]);
   }
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   for (int key0 = 16 * warp; key0 < k_tiles; key0 += 16 * kWarps) {
     float acc[kMTiles][2][4] = {};
-    const float* a_rows[2 * kMTiles];
+    const std::uint32_t* a_rows[2 * kMTiles];
     const float* b_rows[2];
 #pragma unroll
     for (int i = 0; i < 2 * kMTiles; ++i) a_rows[i] = q_rows + (g + 8 * i) * stride + 4 * t;
@@ -354,9 +366,9 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
     load_slice_rows(b, b_rows, 0);
     for (int d0 = 0; d0 < width; d0 += 16) {
       if (d0 + 16 < width) load_slice_rows(b_next, b_rows, d0 + 16);
-      float4 a[2 * kMTiles];
-      load_slice_rows(a, a_rows, d0);
-      warp_tile_k16<kMTiles>(acc, a, b);
+      Tf32Split4 a[2 * kMTiles];
+      load_split(a, a_rows, d0, tails);
+      warp_tile_k16<kMTiles>(acc, a, {split_tf32(b[0]), split_tf32(b[1])});
       b[0] = b_next[0], b[1] = b_next[1];
     }
 #pragma unroll
