@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       next_weights[i] = make_float4(values[0], values[1], values[2], values[3]);
     }
   };
-  const bool active = column0 + 16 * warp < width;  // Dp = 64: warps 4-7 idle
+  const bool active = column0 + 16 * warp < width;  // D' = 64: warps 4-7 idle
   float acc[2][2][4] = {};
   const float* a_rows[4];
   const float* b_rows[2];
