@@ -10,7 +10,9 @@
 //   select@0.9  the full P with a cumulative threshold of 0.9 on every head (capped at the budget)
 //   dense       attention_cuda without an index (the in-run baseline; bench/RESULTS.md has its
 //               ratio to cuDNN from the attention benchmark)
-//   copies@95%  attention_cuda over the tile-major copies with select-diag's lists (TMA loads)
+//   copies@95%  attention_cuda over tile-major copies of q, k, v with select-diag's lists (TMA)
+//   kvcopies95  the same reading q's rows through the order (read_queries_through_order), k and
+//               v from their copies: the plan's kernel
 //   rowscopy95  the same with row gathers of the copies' own rows (the load mechanism alone)
 //   rows@95%    the same reading frame-major q, k, v through the order (read_through_order,
 //               cp.async row gathers: the plan's kernel without reordered copies)
@@ -222,12 +224,18 @@ int main() {
     veda::AttentionParams sparse = dense;
     sparse.index = &index;
     sparse.out_order = order_device, sparse.out_head_group = group_device;
-    veda::TokensView* inputs[3] = {&sparse.q, &sparse.k, &sparse.v};
-    for (int x = 0; x < 3; ++x) {
-      *inputs[x] = {tiled[x], veda::DType::kBF16,    1,    tokens,       heads,
-                    kDim,     heads * tokens * kDim, kDim, tokens * kDim};
-    }
+    const auto tiled_view = [&](int x) {  // the copies [1, H, N, D]
+      return veda::TokensView{tiled[x], veda::DType::kBF16,    1,    tokens,       heads,
+                              kDim,     heads * tokens * kDim, kDim, tokens * kDim};
+    };
+    sparse.q = tiled_view(0), sparse.k = tiled_view(1), sparse.v = tiled_view(2);
     const double copies_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    // q frame-major through the order, k and v from the copies: the plan's kernel.
+    sparse.q = view(q);
+    sparse.read_queries_through_order = true;
+    const double kv_copies_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    sparse.read_queries_through_order = false;
+    sparse.q = tiled_view(0);
     // Row gathers of the copies' own (contiguous) rows: the load mechanism alone.
     std::vector<std::int32_t> identity(order.size());
     for (std::size_t i = 0; i < identity.size(); ++i)
@@ -245,6 +253,8 @@ int main() {
                 dense_ms / identity_ms);
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "copies@95%", copies_ms,
                 dense_ms / copies_ms);
+    std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "kvcopies95", kv_copies_ms,
+                dense_ms / kv_copies_ms);
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rows@95%", rows_ms,
                 dense_ms / rows_ms);
     struct PlanCase {

@@ -330,8 +330,22 @@ TEST(AttentionParams, ReadThroughOrderEqualsAttentionOverReorderedCopies) {
   run(direct, direct_lse);
   EXPECT_EQ(direct, copies);
   EXPECT_EQ(direct_lse, copies_lse);
+  // q alone through the order, k and v from their copies (the sparse call's default).
+  params.read_through_order = false;
+  params.read_queries_through_order = true;
+  params.k = {tiled[1].data(),      DType::kF32, 1,           tokens, heads, dim,
+              heads * tokens * dim, dim,         tokens * dim};
+  params.v = {tiled[2].data(),      DType::kF32, 1,           tokens, heads, dim,
+              heads * tokens * dim, dim,         tokens * dim};
+  std::vector<float> queries, queries_lse;
+  run(queries, queries_lse);
+  EXPECT_EQ(queries, copies);
+  EXPECT_EQ(queries_lse, copies_lse);
 
   params.out_order = nullptr;
+  testing::expect_error_naming([&] { attention_cpu(params); }, "out_order is null");
+  params.read_queries_through_order = false;
+  params.read_through_order = true;
   testing::expect_error_naming([&] { attention_cpu(params); }, "out_order is null");
 }
 

@@ -37,6 +37,10 @@ struct AttentionParams {
   // out_order[out_head_group[h] * N + r] of q, k and v. Attention then runs in tile-major order
   // straight on frame-major inputs, with no reordered copies. Needs out_order and Nq == Nk.
   bool read_through_order = false;
+  // Read q alone through out_order, k and v as given (tile-major copies): the sparse call's
+  // default, which so needs no copy of q (its rows are loaded once per query tile, k and v rows
+  // once per listed key tile). Needs out_order.
+  bool read_queries_through_order = false;
 
   // Throws veda::Error naming the first inconsistent argument.
   void validate() const;

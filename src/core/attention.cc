@@ -142,6 +142,8 @@ void AttentionParams::validate() const {
                                   : "q has " + std::to_string(q.tokens) + " tokens and k " +
                                         std::to_string(k.tokens),
              "; expected an out_order and as many query as key tokens");
+  VEDA_CHECK(!read_queries_through_order || out_order != nullptr,
+             "attention reads q through out_order, but out_order is null; expected an out_order");
 }
 
 void attention_cpu(const AttentionParams& params) {
@@ -158,15 +160,17 @@ void attention_cpu(const AttentionParams& params) {
               ? params.out_order + (params.out_head_group ? params.out_head_group[h] : 0) * q.tokens
               : nullptr;
       // Row r of the head as attention sees it: row order[r] when reading through the order.
-      const auto head_rows = [&](const TokensView& x) {
+      const auto head_rows = [&](const TokensView& x, bool through_order) {
         std::vector<float> rows = load_head(x, b, h);
-        if (!params.read_through_order) return rows;
+        if (!through_order) return rows;
         std::vector<float> permuted(rows.size());
         gather_rows(rows, {order, static_cast<std::size_t>(x.tokens)}, dim, permuted);
         return permuted;
       };
       const HeadLists lists = params.index ? head_lists(*params.index, b, h) : HeadLists{};
-      attend_head(head_rows(q), head_rows(params.k), head_rows(params.v), dim, params.scale,
+      const bool all = params.read_through_order;
+      attend_head(head_rows(q, all || params.read_queries_through_order), head_rows(params.k, all),
+                  head_rows(params.v, all), dim, params.scale,
                   params.index ? lists.counts.data() : nullptr, lists.rows.data(), lists.budget,
                   out, lse);
       for (std::int64_t r = 0; r < q.tokens; ++r) {

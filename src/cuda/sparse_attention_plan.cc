@@ -47,12 +47,12 @@ class WorkspaceCarver {
 };
 
 struct Workspace {
-  void *q_tiled, *k_tiled, *v_tiled;  // reordered_copies only, else nullptr
+  void *k_tiled, *v_tiled;  // reordered_copies only, else nullptr (q is never copied)
   float *q_stats, *k_stats;
   void* selection;
   std::int32_t *counts, *indices;
   // Text tokens only (else nullptr): the video rows' partials. out_vt [B, N, H, D] float32
-  // overlays q_tiled and k_tiled when they exist (free once the sparse attention has run);
+  // overlays k_tiled and v_tiled when they exist (free once the sparse attention has run);
   // lse [B, N, H].
   float *out_vt, *lse_vv, *lse_vt;
 };
@@ -149,8 +149,7 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
   const auto rows = static_cast<std::size_t>(s.batch * s.heads * tiles);
   Workspace w{};
   if (s.reordered_copies) {
-    // q_tiled and k_tiled are adjacent: together elements * 4 bytes, room for out_vt.
-    w.q_tiled = carver.take(elements * 2);
+    // k_tiled and v_tiled are adjacent: together elements * 4 bytes, room for out_vt.
     w.k_tiled = carver.take(elements * 2);
     w.v_tiled = carver.take(elements * 2);
   }
@@ -162,7 +161,7 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
   if (s.text_tokens > 0) {
     const auto video_rows = static_cast<std::size_t>(s.batch * tokens * s.heads);
     w.out_vt =
-        s.reordered_copies ? static_cast<float*>(w.q_tiled) : carver.take<float>(elements * 4);
+        s.reordered_copies ? static_cast<float*>(w.k_tiled) : carver.take<float>(elements * 4);
     w.lse_vv = carver.take<float>(video_rows * 4);
     w.lse_vt = carver.take<float>(video_rows * 4);
   }
@@ -234,9 +233,9 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
     a.lse_stride_head = 1;
   };
 
-  // Per-tile statistics of q and k, and the tile-major copies when the plan makes them (else
-  // attention reads q, k, v in tile-major order through order_).
-  tile_gather_cuda({q_video, order_, groups_, head_group_, w.q_tiled, w.q_stats}, stream);
+  // Per-tile statistics of q and k, and tile-major copies of k and v when the plan makes them
+  // (attention reads q, else q, k and v, in tile-major order through order_).
+  tile_gather_cuda({q_video, order_, groups_, head_group_, nullptr, w.q_stats}, stream);
   tile_gather_cuda({k_video, order_, groups_, head_group_, w.k_tiled, w.k_stats}, stream);
   if (s.reordered_copies) {
     tile_gather_cuda({v_video, order_, groups_, head_group_, w.v_tiled, nullptr}, stream);
@@ -256,6 +255,7 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
 
   const BlockIndexView index{w.counts, w.indices, s.batch, s.heads, tiles_, tiles_, budget_};
   AttentionParams sparse;
+  sparse.q = q_video, sparse.k = k_video, sparse.v = v_video;
   if (s.reordered_copies) {
     // The copies are [B, H, N, D]: token stride D, head stride N*D.
     const auto tiled = [&](const void* data) {
@@ -263,9 +263,9 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
           data,  s.dtype,        s.batch, tokens_, s.heads, s.dim, s.heads * tokens_ * s.dim,
           s.dim, tokens_ * s.dim};
     };
-    sparse.q = tiled(w.q_tiled), sparse.k = tiled(w.k_tiled), sparse.v = tiled(w.v_tiled);
+    sparse.k = tiled(w.k_tiled), sparse.v = tiled(w.v_tiled);
+    sparse.read_queries_through_order = true;
   } else {
-    sparse.q = q_video, sparse.k = k_video, sparse.v = v_video;
     sparse.read_through_order = true;
   }
   sparse.index = &index;

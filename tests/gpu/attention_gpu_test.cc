@@ -74,6 +74,9 @@ struct AttentionCase {
   // lse stored through them.
   bool permuted = false;
   bool csr = false;  // the index in CSR form (offsets) instead of padded lists
+  // With `permuted`: q alone read through its order (read_queries_through_order), k and v as
+  // stored (the plan's default, over tile-major copies of k and v).
+  bool queries_only = false;
 };
 
 // Rows of [B, N, H, D] float x per head: result row r of head h = x row order[(h % 2) N + r]
@@ -281,17 +284,19 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
   params.lse_stride_head = 1;
   if (c.permuted) {
     params.out_order = order.data(), params.out_head_group = head_group.data();
-    params.read_through_order = true;
+    (c.queries_only ? params.read_queries_through_order : params.read_through_order) = true;
   }
   attention_cpu(params);
 
   std::vector<float> plain;
   if (c.permuted) {
-    plain = permute_rows(plain_attention(permute_rows(packed[0], c, order, true),
-                                         permute_rows(packed[1], c, order, true),
-                                         permute_rows(packed[2], c, order, true), c,
-                                         dense ? nullptr : &index, scale),
-                         c, order, false);
+    const auto kv_rows = [&](const std::vector<float>& x) {
+      return c.queries_only ? x : permute_rows(x, c, order, true);
+    };
+    plain =
+        permute_rows(plain_attention(permute_rows(packed[0], c, order, true), kv_rows(packed[1]),
+                                     kv_rows(packed[2]), c, dense ? nullptr : &index, scale),
+                     c, order, false);
   } else {
     plain = plain_attention(packed[0], packed[1], packed[2], c, dense ? nullptr : &index, scale);
   }
@@ -421,6 +426,12 @@ const AttentionCase kCases[] = {
     {"mid", 1, 1000, 40, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true},
     {"mid", 2, 1000, 3, 64, Lists::kFull, DType::kBF16, DType::kF32, true, true},
     {"big", 1, 32760, 2, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true},
+    // q alone through the order, k and v as stored (the plan's default path).
+    {"small", 2, 300, 3, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true, false, true},
+    {"small", 1, 129, 2, 64, Lists::kLastTileOnly, DType::kF16, DType::kF32, true, true, false,
+     true},
+    {"mid", 1, 1000, 40, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true, false, true},
+    {"big", 1, 32760, 2, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true, false, true},
     // The index in CSR form.
     {"small", 2, 300, 3, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, false, true},
     {"small", 1, 129, 2, 64, Lists::kEmpty, DType::kF16, DType::kF32, false, false, true},
@@ -431,12 +442,12 @@ const AttentionCase kCases[] = {
 std::string case_name(
     const ::testing::TestParamInfo<std::tuple<AttentionKernel, AttentionCase>>& info) {
   const auto& [kernel, c] = info.param;
-  std::string name = std::string(c.tag) + "_" + attention_kernel_name(kernel) + "_B" +
-                     std::to_string(c.batch) + "_N" + std::to_string(c.tokens) + "_H" +
-                     std::to_string(c.heads) + "_D" + std::to_string(c.dim) + "_" +
-                     lists_name(c.lists) + "_" + std::string(dtype_name(c.dtype)) + "_out" +
-                     std::string(dtype_name(c.out_dtype)) + (c.padded_layout ? "_strided" : "") +
-                     (c.permuted ? "_permuted" : "") + (c.csr ? "_csr" : "");
+  std::string name =
+      std::string(c.tag) + "_" + attention_kernel_name(kernel) + "_B" + std::to_string(c.batch) +
+      "_N" + std::to_string(c.tokens) + "_H" + std::to_string(c.heads) + "_D" +
+      std::to_string(c.dim) + "_" + lists_name(c.lists) + "_" + std::string(dtype_name(c.dtype)) +
+      "_out" + std::string(dtype_name(c.out_dtype)) + (c.padded_layout ? "_strided" : "") +
+      (c.permuted ? (c.queries_only ? "_qpermuted" : "_permuted") : "") + (c.csr ? "_csr" : "");
   return name + "_" + std::to_string(info.index);
 }
 

@@ -1,10 +1,11 @@
 // Veda's sparse self-attention of one layer on the GPU, as a plan/run pair:
 //   plan (once per shape): tile-major order tables per tile shape, uploaded to the device;
-//   run  (every call):     gather q, k, v into tile-major order with per-tile statistics,
-//                          select key tiles with the estimator, block-sparse attention whose
-//                          epilogue stores O (and lse) straight at their frame-major rows.
-//                          Without reordered_copies the gather computes the statistics only and
-//                          attention reads q, k, v rows through the order itself.
+//   run  (every call):     per-tile statistics of q and k, with tile-major copies of k and v,
+//                          select key tiles with the estimator, block-sparse attention that
+//                          reads q's rows through the order (each once per query tile) and k, v
+//                          from the copies (TMA), and whose epilogue stores O (and lse) straight
+//                          at their frame-major rows. Without reordered_copies there are no
+//                          copies and attention reads k and v rows through the order too.
 // Text tokens (joint-attention models), before or after the N video tokens, are dense both ways
 // and never selected; with L = N + text_tokens rows in q, k, v and out:
 //   video rows: sparse attention over the video keys (O_vv written into out, lse_vv),
@@ -20,12 +21,12 @@
 // stream, into the caller's workspace: no allocation and no host synchronisation, so a whole
 // call can be captured in a CUDA graph.
 //
-// Memory per call beyond q, k, v and out (workspace_bytes): the tile-major copies of q, k, v
-// (3 x 2 B*N*H*D bytes, reordered_copies only), statistics (2 x 4 B*H*T*3D bytes), the
+// Memory per call beyond q, k, v and out (workspace_bytes): the tile-major copies of k and v
+// (2 x 2 B*N*H*D bytes, reordered_copies only), statistics (2 x 4 B*H*T*3D bytes), the
 // selection's scratch and the index (4 B*H*T*(budget + 1) bytes); nothing proportional to N^2.
-// At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128, bf16, 95%): 2.4 GB with the copies,
+// At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128, bf16, 95%): 1.6 GB with the copies,
 // 0.1 GB without. Text tokens add the video rows' dense part over the text keys, O_vt
-// (4 B*N*H*D bytes, over the q and k copies when they exist) and two lse partials (8 B*N*H
+// (4 B*N*H*D bytes, over the k and v copies when they exist) and two lse partials (8 B*N*H
 // bytes).
 #pragma once
 
@@ -68,10 +69,11 @@ struct SparseLayerSettings {
   // Text tokens in each sequence, attended densely both ways: L = N + text_tokens.
   std::int64_t text_tokens = 0;
   TextPosition text_position = TextPosition::kAfter;
-  // true: gather q, k, v into tile-major copies that attention loads by TMA (the fastest);
-  // false: no copies, attention gathers the rows itself (AttentionParams::read_through_order):
-  // 2.3 GB less workspace at Wan2.1-14B 720p, the whole call 10-12% slower (bench/RESULTS.md).
-  // Python: low_memory=True.
+  // true: gather k and v into tile-major copies that attention loads by TMA (the fastest; q's
+  // rows are read through the order, AttentionParams::read_queries_through_order); false: no
+  // copies, attention gathers k and v rows too (AttentionParams::read_through_order): 1.5 GB
+  // less workspace at Wan2.1-14B 720p, the whole call ~10% slower (bench/RESULTS.md). Python:
+  // low_memory=True.
   bool reordered_copies = true;
 };
 

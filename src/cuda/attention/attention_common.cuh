@@ -57,8 +57,12 @@ __device__ __forceinline__ const std::int32_t* head_order(const AttentionLaunch&
   return p.out_order + static_cast<std::int64_t>(group) * p.q_tokens;
 }
 
-// Where q, k, v rows of head h are read: through head_order, or nullptr for row r itself.
-__device__ __forceinline__ const std::int32_t* input_order(const AttentionLaunch& p, int h) {
+// Where rows of head h are read: through head_order, or nullptr for row r itself; q's, and k's
+// and v's.
+__device__ __forceinline__ const std::int32_t* query_order(const AttentionLaunch& p, int h) {
+  return p.read_through_order || p.read_queries_through_order ? head_order(p, h) : nullptr;
+}
+__device__ __forceinline__ const std::int32_t* key_order(const AttentionLaunch& p, int h) {
   return p.read_through_order ? head_order(p, h) : nullptr;
 }
 

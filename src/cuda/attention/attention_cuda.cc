@@ -126,6 +126,7 @@ AttentionLaunch make_launch(const AttentionParams& p) {
   launch.out_order = p.out_order;
   launch.out_head_group = p.out_head_group;
   launch.read_through_order = p.read_through_order;
+  launch.read_queries_through_order = p.read_queries_through_order;
   return launch;
 }
 

@@ -27,7 +27,9 @@
 //       sleeps and hoisted row lookups did not change it; bench/RESULTS.md). One TMA box per
 //       run of consecutive rows (tile-major orders are runs of 4-16 rows) was no faster: TMA
 //       costs ~20-50 cycles per box, so 8-32 boxes per tile lose what they save (RESULTS 18:37
-//       UTC, branch experiment/tma-runs).
+//       UTC, branch experiment/tma-runs). With read_queries_through_order (the plan's default:
+//       tile-major copies of k and v only) warp 0 gathers each Q tile's rows and its lane 0
+//       issues the K and V TMA loads: Q is loaded once per item, K and V once per listed tile.
 //   WG1, WG2 consumers: query rows 0-63 and 64-127 of the tile. Per key tile:
 //       S[64 x 128] = Q K^T       wgmma m64n128k16 SS (A = Q, B = K, both K-major in smem), D/16
 //                                 instructions; fp32 accumulators, 64 registers.
@@ -159,30 +161,31 @@ __device__ __forceinline__ HopperItem decode_item(const AttentionLaunch& p, int 
   return {bh / p.heads, bh % p.heads, item % p.q_tiles};
 }
 
-// Row-gather loads (AttentionLaunch::read_through_order): a tile-major tile of frame-major q, k
-// or v is 128 scattered rows, which TMA cannot gather, so the 128 producer threads copy it with
-// 16-byte cp.async into the layout TMA's 128-byte swizzle writes: chunk c (16 bytes) of row r
-// in panel n lands at n * 16 KB + 128 r + 16 (c ^ (r % 8)). Producer warp w copies rows
-// 32 w .. 32 w + 31, 4 rows x 128 contiguous bytes per instruction; lane l has looked up the
-// source row of row 32 w + l (lookup_row) and shuffles it to the lanes that copy that row.
+// Row-gather loads (AttentionLaunch::read_through_order, read_queries_through_order): a
+// tile-major tile of frame-major q, k or v is 128 scattered rows, which TMA cannot gather, so
+// producer threads copy it with 16-byte cp.async into the layout TMA's 128-byte swizzle writes:
+// chunk c (16 bytes) of row r in panel n lands at n * 16 KB + 128 r + 16 (c ^ (r % 8)). A warp
+// copies a group of 32 rows, 4 rows x 128 contiguous bytes per instruction; lane l has looked up
+// the source row of the group's row l (lookup_row) and shuffles it to the lanes that copy it.
+// All four producer warps copy a group each of every q, k and v tile (read_through_order), or
+// warp 0 alone the four groups of every q tile (read_queries_through_order).
 //
-// The frame-major row of tile-major row first + threadIdx.x, or -1 past the end.
-__device__ __forceinline__ int lookup_row(const std::int32_t* order, int first, int tokens) {
-  const int row = first + static_cast<int>(threadIdx.x);
+// The frame-major row of tile-major row `row`, or -1 past the end.
+__device__ __forceinline__ int lookup_row(const std::int32_t* order, int row, int tokens) {
   return row < tokens ? __ldg(order + row) : -1;
 }
 
-// Copies the tile whose rows lookup_row gave (`source`, this lane's) from `head` (the (b, h)
-// base, in bytes) into dst; rows of source -1 become zeros. The thread then arrives on `bar`
-// (initialised with 128 arrivals) once its copies have landed.
+// Copies rows 32 group .. 32 group + 31 of a tile, whose source rows lookup_row gave (`source`,
+// this lane's), from `head` (the (b, h) base, in bytes) into dst; rows of source -1 become
+// zeros. The caller then arrives on the tile's barrier (cp_async_mbarrier_arrive_noinc).
 template <int kDim>
 __device__ __forceinline__ void copy_rows(std::uint32_t dst, const char* head,
-                                          std::int64_t row_bytes, int source, std::uint32_t bar) {
+                                          std::int64_t row_bytes, int source, int group) {
   const int lane = threadIdx.x % 32, chunk = lane % 8;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int r_in_warp = 4 * i + lane / 8;
-    const int r = 32 * (static_cast<int>(threadIdx.x) / 32) + r_in_warp;
+    const int r = 32 * group + r_in_warp;
     const int row = __shfl_sync(0xffffffffu, source, r_in_warp);
     const char* src = head + (row >= 0 ? row * row_bytes : 0) + 16 * chunk;
     const std::uint32_t row_dst = dst + 128 * r + 16 * (chunk ^ (r % 8));
@@ -192,7 +195,6 @@ __device__ __forceinline__ void copy_rows(std::uint32_t dst, const char* head,
                         row >= 0 ? 16 : 0);
     }
   }
-  sm90::cp_async_mbarrier_arrive_noinc(bar);
 }
 
 template <DType kType, int kDim>
@@ -220,14 +222,19 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
   auto v_full = [&](int stage) { return barriers + 16 + 8 * (kStages + stage); };
   auto kv_empty = [&](int stage) { return barriers + 16 + 8 * (2 * kStages + stage); };
 
-  // Loads complete on q_full, k_full, v_full: one TMA thread, or 128 row-gather threads.
-  const std::uint32_t loaders = p.read_through_order ? 128 : 1;
+  // Who loads (row gathers above): with read_through_order all 128 producer threads gather q, k
+  // and v; with read_queries_through_order warp 0 gathers q and its lane 0 loads k and v by TMA;
+  // otherwise thread 0 loads all three by TMA. Loads complete on q_full, k_full, v_full.
+  const bool gather_all = p.read_through_order;
+  const bool gather_queries = gather_all || p.read_queries_through_order;
+  const std::uint32_t query_loaders = gather_all ? 128 : gather_queries ? 32 : 1;
+  const std::uint32_t key_loaders = gather_all ? 128 : 1;
   if (threadIdx.x == 0) {
-    mbarrier_init(q_full, loaders);
+    mbarrier_init(q_full, query_loaders);
     mbarrier_init(q_empty, Tile::kConsumerWarps);
     for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(k_full(s), loaders);
-      mbarrier_init(v_full(s), loaders);
+      mbarrier_init(k_full(s), key_loaders);
+      mbarrier_init(v_full(s), key_loaders);
       mbarrier_init(kv_empty(s), Tile::kConsumerWarps);
     }
     fence_barrier_init();
@@ -245,9 +252,13 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------- producer ----------------
     setmaxnreg_dec<40>();
-    if (!p.read_through_order && threadIdx.x != 0) return;
-    if (!p.read_through_order) {
-      prefetch_tensor_map(&q_map);
+    // read_queries_through_order: warp 0 runs the loop, its 32 lanes gathering Q's rows and
+    // lane 0 alone issuing the K and V TMA loads (one loop: a second one for the Q gathers
+    // made ptxas spill the producer's 40 registers).
+    const bool queries_apart = p.read_queries_through_order && !p.read_through_order;
+    if (!p.read_through_order && threadIdx.x >= (queries_apart ? 32u : 1u)) return;
+    if (!p.read_through_order && threadIdx.x == 0) {
+      if (!queries_apart) prefetch_tensor_map(&q_map);
       prefetch_tensor_map(&k_map);
       prefetch_tensor_map(&v_map);
     }
@@ -257,7 +268,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     for (int item = blockIdx.x; item < items; item += gridDim.x, ++round) {
       const HopperItem it = decode_item(p, item);
       const TileList list = tile_list(p, it.b, it.h, it.q_tile);
-      const std::int32_t* order = input_order(p, it.h);
+      const std::int32_t* order = key_order(p, it.h);  // q's too when it gathers q here
       // One 128-token tile of q, k or v into dst, completing on bar: TMA boxes at tile-major
       // rows [first, first + 128), or row gathers of the rows in `rows` (lookup_row).
       auto load_tile = [&](std::uint32_t dst, const CUtensorMap* map, const void* x,
@@ -266,9 +277,11 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
         if (order != nullptr) {
           const char* head = static_cast<const char*>(x) +
                              2 * (it.b * stride_batch + it.h * stride_head);  // 16-bit elements
-          copy_rows<kDim>(dst, head, 2 * stride_token, rows, bar);
+          copy_rows<kDim>(dst, head, 2 * stride_token, rows, static_cast<int>(threadIdx.x) / 32);
+          cp_async_mbarrier_arrive_noinc(bar);
           return;
         }
+        if (threadIdx.x != 0) return;  // lane 0 of warp 0 issues TMA
         mbarrier_arrive_expect_tx(bar, Tile::kTileBytes);
 #pragma unroll
         for (int panel = 0; panel < Tile::kPanels; ++panel) {
@@ -278,19 +291,34 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       // Row gathers only: the source rows of key tile j of the list (q_tokens == k_tokens).
       auto lookup_key_tile = [&](int j) {
         return order != nullptr && j < list.count
-                   ? lookup_row(order, list.tile(j) * kTileTokens, p.k_tokens)
+                   ? lookup_row(order, list.tile(j) * kTileTokens + static_cast<int>(threadIdx.x),
+                                p.k_tokens)
                    : 0;
       };
       const int q0 = it.q_tile * kTileTokens;
-      const int q_rows = order != nullptr ? lookup_row(order, q0, p.q_tokens) : 0;
+      const int q_rows =
+          order != nullptr ? lookup_row(order, q0 + static_cast<int>(threadIdx.x), p.q_tokens) : 0;
       // Key tiles' rows are looked up one tile ahead, hiding the lookup's latency.
       int next_rows = lookup_key_tile(0);
       // The consumers release Q after their last QK^T of the previous item.
       mbarrier_wait(q_empty, (round & 1) ^ 1);
-      load_tile(q_smem, &q_map, p.q, p.q_stride_batch, p.q_stride_token, p.q_stride_head, q0,
-                q_rows, q_full);
+      if (queries_apart) {
+        const std::int32_t* q_order = query_order(p, it.h);
+        const char* head =
+            static_cast<const char*>(p.q) + 2 * (it.b * p.q_stride_batch + it.h * p.q_stride_head);
+        for (int group = 0; group < 4; ++group) {
+          copy_rows<kDim>(
+              q_smem, head, 2 * p.q_stride_token,
+              lookup_row(q_order, q0 + 32 * group + static_cast<int>(threadIdx.x), p.q_tokens),
+              group);
+        }
+        cp_async_mbarrier_arrive_noinc(q_full);
+      } else {
+        load_tile(q_smem, &q_map, p.q, p.q_stride_batch, p.q_stride_token, p.q_stride_head, q0,
+                  q_rows, q_full);
+      }
       if constexpr (VEDA_ATTENTION_Q_PREFETCH != 0) {
-        if (order == nullptr && item + static_cast<int>(gridDim.x) < items) {
+        if (order == nullptr && !queries_apart && item + static_cast<int>(gridDim.x) < items) {
           const HopperItem next = decode_item(p, item + gridDim.x);
 #pragma unroll
           for (int panel = 0; panel < Tile::kPanels; ++panel) {
@@ -344,9 +372,10 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
   if (consumer == 1) pass_turn();
   // Waits until a Q, K or V tile has landed. Row-gather loads write it through the generic
   // proxy (cp.async) and wgmma reads it through the async proxy: a proxy fence between them.
-  auto wait_loaded = [&](std::uint32_t bar, std::uint32_t parity) {
+  // (`gathered` from the launch parameters, not from registers: the consumers are at their limit.)
+  auto wait_loaded = [&](std::uint32_t bar, std::uint32_t parity, bool gathered) {
     mbarrier_wait(bar, parity);
-    if (p.read_through_order) fence_proxy_async_shared();
+    if (gathered) fence_proxy_async_shared();
   };
 
   for (int item = blockIdx.x; item < items; item += gridDim.x, ++round) {
@@ -359,7 +388,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.0f, 0.0f};
 
-    wait_loaded(q_full, round & 1);
+    wait_loaded(q_full, round & 1, p.read_through_order || p.read_queries_through_order);
     if (list.count == 0) {
       __syncwarp();
       if (lane == 0) mbarrier_arrive(q_empty);
@@ -469,7 +498,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       // Sequential loop: S_j = Q K_j^T, softmax, O += P_j V_j, each waiting for the previous.
       for (int j = 0; j < list.count; ++j) {
         const int key0 = list.tile(j) * kTileTokens;
-        wait_loaded(k_full(stage), phase);
+        wait_loaded(k_full(stage), phase, p.read_through_order);
         take_turn();
         wgmma_fence();
         issue_qk(stage);
@@ -480,7 +509,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
         softmax(key0);
         rescale_o();
         pack_p();
-        wait_loaded(v_full(stage), phase);
+        wait_loaded(v_full(stage), phase, p.read_through_order);
         fence_registers(o);
         take_turn();
         wgmma_fence();
@@ -493,7 +522,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       }
     } else if (list.count > 0) {
       // Prologue: S_0 and its softmax (O is still zero: no rescale).
-      wait_loaded(k_full(stage), phase);
+      wait_loaded(k_full(stage), phase, p.read_through_order);
       take_turn();
       wgmma_fence();
       issue_qk(stage);
@@ -507,8 +536,8 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     }
     for (int j = 1; Tile::kOverlapSoftmax && j < list.count; ++j) {
       const int key0 = list.tile(j) * kTileTokens;
-      wait_loaded(k_full(stage), phase);
-      wait_loaded(v_full(previous_stage), previous_phase);
+      wait_loaded(k_full(stage), phase, p.read_through_order);
+      wait_loaded(v_full(previous_stage), previous_phase, p.read_through_order);
       fence_registers(o);
       take_turn();
       wgmma_fence();
@@ -528,7 +557,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     }
     if (Tile::kOverlapSoftmax && list.count > 0) {
       // Epilogue of the pipeline: O += P_last V_last.
-      wait_loaded(v_full(previous_stage), previous_phase);
+      wait_loaded(v_full(previous_stage), previous_phase, p.read_through_order);
       fence_registers(o);
       take_turn();
       wgmma_fence();

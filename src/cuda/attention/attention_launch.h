@@ -40,6 +40,8 @@ struct AttentionLaunch {
   const std::int32_t* out_head_group = nullptr;
   // q, k, v row r of head h is read at the same permuted row (AttentionParams::read_through_order).
   bool read_through_order = false;
+  // q alone read at the permuted rows (AttentionParams::read_queries_through_order).
+  bool read_queries_through_order = false;
 };
 
 // Returns the launch error (cudaSuccess when queued). kType is kBF16 or kF16, kDim 64 or 128.

@@ -127,17 +127,19 @@ __global__ void __launch_bounds__(PortableTile<kDim>::kThreads)
       static_cast<const Element*>(p.k) + b * p.k_stride_batch + h * p.k_stride_head;
   const Element* v_head =
       static_cast<const Element*>(p.v) + b * p.v_stride_batch + h * p.v_stride_head;
-  const std::int32_t* order = input_order(p, h);
+  const std::int32_t* q_order = query_order(p, h);
+  const std::int32_t* kv_order = key_order(p, h);
 
   auto load_step = [&](int step) {
     Element* stage = smem + (step & 1) * Tile::kStageElements;
     const int key0 = list.tile(step / 2) * kTileTokens + (step % 2) * kKeys;
-    load_rows<kDim, kKeys>(stage, k_head, p.k_stride_token, order, key0, p.k_tokens);
-    load_rows<kDim, kKeys>(stage + kKeys * kRow, v_head, p.v_stride_token, order, key0, p.k_tokens);
+    load_rows<kDim, kKeys>(stage, k_head, p.k_stride_token, kv_order, key0, p.k_tokens);
+    load_rows<kDim, kKeys>(stage + kKeys * kRow, v_head, p.v_stride_token, kv_order, key0,
+                           p.k_tokens);
   };
 
   // Q through stage 1's space, step 0's K/V into stage 0.
-  load_rows<kDim, kTileTokens>(smem + Tile::kStageElements, q_head, p.q_stride_token, order, q0,
+  load_rows<kDim, kTileTokens>(smem + Tile::kStageElements, q_head, p.q_stride_token, q_order, q0,
                                p.q_tokens);
   cp_async_commit();
   if (steps > 0) load_step(0);
