@@ -252,8 +252,8 @@ def enable(
         dense_steps: the first denoising steps run dense (see the module doc for how steps count).
         dense_layers: block indices whose self-attention stays dense.
         tile: tile shape (pt, ph, pw), pt*ph*pw = 128.
-        low_memory: no tile-major copies of q, k, v on the GPU (veda.sparse_attention's
-            low_memory): 3 x q's size less memory per layer call, 10-12% slower attention.
+        low_memory: no tile-major copies of k and v on the GPU (veda.sparse_attention's
+            low_memory): 2 x k's size less memory per layer call, ~8% slower attention.
 
     Calling enable again replaces the previous settings.
     """

@@ -261,9 +261,9 @@ def sparse_attention(
     capped at the budget of `sparsity` (a profile's "threshold"). The CPU reference takes one
     value for all heads of a call.
 
-    low_memory (CUDA): no tile-major copies of q, k, v in the workspace; the attention kernel
-    gathers their rows itself (2.3 GB less at Wan2.1-14B 720p, the call 10-12% slower). The CPU
-    reference makes no copies either way.
+    low_memory (CUDA): no tile-major copies of k and v in the workspace; the attention kernel
+    gathers their rows itself, as it does q's (1.5 GB less at Wan2.1-14B 720p, the call ~8%
+    slower). The CPU reference makes no copies either way.
     """
     _check_operands(q, k, v)
     if q.device.type == "cuda":
