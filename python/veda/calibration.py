@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from numbers import Real
 from pathlib import Path
 
-from . import _cli
+import veda_cli
+
 from .attention import GridLike, parse_grid
 from .profile import Profile
 
@@ -85,7 +86,7 @@ def calibrate(
         RuntimeError: the CLI failed otherwise (killed, an unexpected failure).
         FileNotFoundError: the package holds no CLI (not installed with `pip install .`).
     """
-    binary = _cli.executable()
+    binary = veda_cli.executable()
     paths = _sample_paths(samples)
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out is a {type(out).__name__}; expected a path to the profile JSON")

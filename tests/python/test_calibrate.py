@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import veda
-from veda import _cli
+import veda_cli
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -55,9 +55,9 @@ def captures(tmp_path):
 
 
 def test_the_package_holds_the_cli():
-    assert _cli.BINARY.is_file(), "pip install . must install veda/bin/veda"
-    assert os.access(_cli.BINARY, os.X_OK)
-    assert _cli.executable() == _cli.BINARY
+    assert veda_cli.BINARY.is_file(), "pip install . must install veda/bin/veda"
+    assert os.access(veda_cli.BINARY, os.X_OK)
+    assert veda_cli.executable() == veda_cli.BINARY
 
 
 def test_console_script_prints_help():
@@ -66,11 +66,11 @@ def test_console_script_prints_help():
         for entry in importlib.metadata.entry_points(group="console_scripts")
         if entry.name == "veda"
     ]
-    assert [entry.value for entry in scripts] == ["veda._cli:main"]
+    assert [entry.value for entry in scripts] == ["veda_cli:main"]
     # The installed script itself, located through the distribution's RECORD.
     files = importlib.metadata.distribution("veda").files or []
     installed = [Path(f.locate()).resolve() for f in files if f.name == "veda"]
-    scripts = [path for path in installed if path != _cli.BINARY]  # not veda/bin/veda
+    scripts = [path for path in installed if path != veda_cli.BINARY]  # not veda/bin/veda
     assert len(scripts) == 1 and scripts[0].is_file(), installed
     script = scripts[0]
     result = subprocess.run(
@@ -101,23 +101,33 @@ def test_python_m_veda_runs_the_cli():
         timeout=120,
     )
     direct = subprocess.run(
-        [_cli.BINARY, *arguments], check=False, capture_output=True, text=True, timeout=60
+        [veda_cli.BINARY, *arguments], check=False, capture_output=True, text=True, timeout=60
     )
     assert wrong.returncode == direct.returncode != 0
     assert wrong.stderr == direct.stderr and wrong.stderr.startswith("veda: error:")
 
 
+def test_the_console_script_imports_neither_veda_nor_torch():
+    # The CLI starts in a fraction of a second: veda's import loads torch (~2 s).
+    probe = "import sys, veda_cli; print(sorted({'veda', 'torch'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+    assert veda_cli.BINARY == Path(veda.__file__).resolve().parent / "bin" / "veda"
+
+
 def test_main_returns_the_exit_status(capfd):
-    assert _cli.main(["inspect", "--help"]) == 0
+    assert veda_cli.main(["inspect", "--help"]) == 0
     assert "inspect" in capfd.readouterr().out
-    assert _cli.main(["inspect", "/nonexistent/x.safetensors"]) == 1
+    assert veda_cli.main(["inspect", "/nonexistent/x.safetensors"]) == 1
     assert "/nonexistent/x.safetensors" in capfd.readouterr().err
 
 
 def test_main_without_the_binary_says_what_is_missing(monkeypatch, tmp_path, capfd):
     missing = tmp_path / "bin" / "veda"
-    monkeypatch.setattr(_cli, "BINARY", missing)
-    assert _cli.main(["--help"]) == 127
+    monkeypatch.setattr(veda_cli, "BINARY", missing)
+    assert veda_cli.main(["--help"]) == 127
     err = capfd.readouterr().err
     assert f"expected the binary {missing}" in err and "pip install ." in err
     with pytest.raises(FileNotFoundError, match="pip install"):

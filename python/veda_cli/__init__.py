@@ -1,17 +1,30 @@
 """The `veda` command-line tool inside the package: veda/bin/veda, built and installed by
 `pip install .` (tools/veda; pyproject.toml). The console script `veda` and `python -m veda` run it
 with their own arguments; veda.calibrate runs its `calibrate` subcommand.
+
+A package of its own, next to veda, so that the console script starts without importing veda
+(whose import loads torch and registers the custom ops: ~2 s before the CLI could print --help):
+the binary is found through veda's import spec, which runs none of its code.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-BINARY = Path(__file__).resolve().parent / "bin" / "veda"
+
+def _package_folder() -> Path:
+    """veda's folder (veda/__init__.py's), or this package's sibling when veda is not found."""
+    spec = importlib.util.find_spec("veda")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else Path(__file__).resolve().parent.parent / "veda"
+
+
+BINARY = _package_folder().resolve() / "bin" / "veda"
 
 
 def executable() -> Path:
