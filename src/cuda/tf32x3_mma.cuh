@@ -19,8 +19,9 @@
 
 namespace veda::cuda_detail {
 
-// Shared-memory row stride (floats) for rows of `width` channels: a multiple of 16 floats
-// that is 16 mod 32, so the 8 rows read by one quarter-warp's 16-byte loads cover all banks.
+// Shared-memory row stride (floats) for rows of `width` channels: a multiple of 16 floats that
+// is 16 mod 32. A quarter-warp's 16-byte loads read 64 bytes of each of two adjacent rows
+// (lanes 4g..4g+3 row g), which then fall in the two halves of the 32 banks.
 __host__ __device__ constexpr int tf32_row_stride(int width) {
   const int padded = (width + 15) / 16 * 16;
   return padded % 32 == 0 ? padded + 16 : padded;
