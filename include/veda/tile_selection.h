@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace veda {
 
@@ -39,5 +40,9 @@ struct TileSelectionParams {
 // Pointers are host memory here (thresholds are checked to be 0 or in (0, 1]). Ties rank the
 // lower tile index first.
 void tile_selection_cpu(const TileSelectionParams& params);
+
+// The logits tile_selection_cpu ranks for (batch b, local head h): [Tq, Tk], host memory.
+std::vector<float> tile_selection_logits(const TileSelectionParams& params, std::int64_t b,
+                                         std::int64_t h);
 
 }  // namespace veda

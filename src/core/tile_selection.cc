@@ -23,27 +23,32 @@ void TileSelectionParams::validate() const {
              " is not a finite non-zero number");
 }
 
+std::vector<float> tile_selection_logits(const TileSelectionParams& params, std::int64_t b,
+                                         std::int64_t h) {
+  const std::int64_t dim = params.dim, head = b * params.heads + h;
+  const std::int64_t features = params.diagonal_projection ? 3 * dim : 3 * dim * dim;
+  const std::int64_t global = params.global_head ? params.global_head[h] : h;
+  const auto projection = [&](const float* all) {
+    return all ? std::span<const float>(all + global * features, features)
+               : std::span<const float>();
+  };
+  const auto stats = [&](const float* all, std::int64_t tiles) {
+    return std::span<const float>(all + head * tiles * 3 * dim, tiles * 3 * dim);
+  };
+  const std::vector<float> q_hat =
+      project_tiles(stats(params.q_stats, params.q_tiles), dim, projection(params.q_projection));
+  const std::vector<float> k_hat =
+      project_tiles(stats(params.k_stats, params.k_tiles), dim, projection(params.k_projection));
+  return tile_logits(q_hat, k_hat, dim, params.scale);
+}
+
 void tile_selection_cpu(const TileSelectionParams& params) {
   params.validate();
-  const std::int64_t dim = params.dim;
-  const std::int64_t features = params.diagonal_projection ? 3 * dim : 3 * dim * dim;
   BlockIndex index(1, 1, params.q_tiles, params.k_tiles, params.budget);
   for (std::int64_t b = 0; b < params.batch; ++b) {
     for (std::int64_t h = 0; h < params.heads; ++h) {
       const std::int64_t head = b * params.heads + h;
-      const std::int64_t global = params.global_head ? params.global_head[h] : h;
-      const auto projection = [&](const float* all) {
-        return all ? std::span<const float>(all + global * features, features)
-                   : std::span<const float>();
-      };
-      const auto stats = [&](const float* all, std::int64_t tiles) {
-        return std::span<const float>(all + head * tiles * 3 * dim, tiles * 3 * dim);
-      };
-      const std::vector<float> q_hat = project_tiles(stats(params.q_stats, params.q_tiles), dim,
-                                                     projection(params.q_projection));
-      const std::vector<float> k_hat = project_tiles(stats(params.k_stats, params.k_tiles), dim,
-                                                     projection(params.k_projection));
-      const std::vector<float> logits = tile_logits(q_hat, k_hat, dim, params.scale);
+      const std::vector<float> logits = tile_selection_logits(params, b, h);
       const double threshold = params.thresholds ? params.thresholds[h] : 0.0;
       VEDA_CHECK(threshold == 0.0 || (threshold > 0.0 && threshold <= 1.0), "head ", h,
                  " has cumulative threshold ", threshold, "; expected 0 (fixed budget) or (0, 1]");

@@ -14,7 +14,6 @@
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
 #include "veda/tile_layout.h"
-#include "veda/tile_scoring.h"
 
 namespace veda {
 namespace {
@@ -98,24 +97,14 @@ struct SelectionCase {
   bool diagonal = false;  // projections given as their diagonals [H, 3, D]
 };
 
-// The CPU reference's logits of every (batch, head), [B*H*Tq rows][Tk] (tile_scoring.h).
+// The CPU reference's logits of every (batch, head), [B*H*Tq rows][Tk].
 std::vector<float> cpu_logits(const TileSelectionParams& params) {
-  const std::int64_t dim = params.dim;
-  const std::int64_t features = params.diagonal_projection ? 3 * dim : 3 * dim * dim;
   std::vector<float> logits;
-  for (std::int64_t head = 0; head < params.batch * params.heads; ++head) {
-    const std::int64_t global =
-        params.global_head ? params.global_head[head % params.heads] : head % params.heads;
-    const auto descriptors = [&](const float* stats, const float* projection, std::int64_t tiles) {
-      return project_tiles(
-          std::span<const float>(stats + head * tiles * 3 * dim, tiles * 3 * dim), dim,
-          projection ? std::span<const float>(projection + global * features, features)
-                     : std::span<const float>());
-    };
-    const std::vector<float> head_logits = tile_logits(
-        descriptors(params.q_stats, params.q_projection, params.q_tiles),
-        descriptors(params.k_stats, params.k_projection, params.k_tiles), dim, params.scale);
-    logits.insert(logits.end(), head_logits.begin(), head_logits.end());
+  for (std::int64_t b = 0; b < params.batch; ++b) {
+    for (std::int64_t h = 0; h < params.heads; ++h) {
+      const std::vector<float> head_logits = tile_selection_logits(params, b, h);
+      logits.insert(logits.end(), head_logits.begin(), head_logits.end());
+    }
   }
   return logits;
 }
