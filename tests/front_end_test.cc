@@ -135,16 +135,8 @@ TEST(TileSelection, DiagonalProjectionSelectsWhatItsFullMatrixSelects) {
   // Per head [3, D] weights, and the same as full [3D, D] matrices (zeros off the diagonal).
   const auto q_diagonal = testing::random_matrix(heads * 3, dim, 12),
              k_diagonal = testing::random_matrix(heads * 3, dim, 13);
-  const auto full = [&](const std::vector<float>& diagonal) {
-    std::vector<float> matrices(heads * 3 * dim * dim, 0.0f);
-    for (std::int64_t h = 0; h < heads; ++h) {
-      for (std::int64_t f = 0; f < 3 * dim; ++f) {
-        matrices[(h * 3 * dim + f) * dim + f % dim] = diagonal[h * 3 * dim + f];
-      }
-    }
-    return matrices;
-  };
-  const auto q_full = full(q_diagonal), k_full = full(k_diagonal);
+  const auto q_full = testing::full_from_diagonal(q_diagonal, dim),
+             k_full = testing::full_from_diagonal(k_diagonal, dim);
   const auto select = [&](const float* p_q, const float* p_k, bool diagonal) {
     TileSelectionParams params;
     params.q_stats = q_stats.data(), params.k_stats = k_stats.data();

@@ -19,6 +19,16 @@ inline std::vector<float> random_matrix(std::int64_t rows, std::int64_t cols, st
   return values;
 }
 
+// Full estimator matrices [H, 3D, D] from their diagonals [H, 3, D]: P[h, f, f % D] =
+// diagonal[h, f], zeros elsewhere.
+inline std::vector<float> full_from_diagonal(const std::vector<float>& diagonal, std::int64_t dim) {
+  std::vector<float> full(diagonal.size() * static_cast<std::size_t>(dim), 0.0f);
+  for (std::size_t i = 0; i < diagonal.size(); ++i) {  // i = h * 3D + f
+    full[i * static_cast<std::size_t>(dim) + i % static_cast<std::size_t>(dim)] = diagonal[i];
+  }
+  return full;
+}
+
 struct ReferenceAttention {
   std::vector<double> out;  // [Nq, D]
   std::vector<double> lse;  // [Nq]

@@ -49,8 +49,7 @@ TEST(TileScoring, DiagonalProjectionEqualsTheFullMatrixWithZerosOffTheDiagonal) 
   const std::int64_t dim = 8;
   const auto stats = tile_statistics(testing::random_matrix(300, dim, 5), dim);
   const auto diagonal = testing::random_matrix(3, dim, 6);  // [3, D]: P[c D + d, d]
-  std::vector<float> full(3 * dim * dim, 0.0f);
-  for (int f = 0; f < 3 * dim; ++f) full[f * dim + f % dim] = diagonal[f];
+  const auto full = testing::full_from_diagonal(diagonal, dim);
   // Bitwise: the elementwise path adds the same products in the full sum's order.
   EXPECT_EQ(project_tiles(stats, dim, diagonal), project_tiles(stats, dim, full));
   EXPECT_NE(project_tiles(stats, dim, diagonal), project_tiles(stats, dim, {}));
