@@ -60,6 +60,18 @@ def wan_inputs():
     return make_wan_inputs()
 
 
+def diagonal_profile(heads: int, dim: int, seed: int = 9):
+    """A LayerProfile of `heads` heads (1x8x16, 75%) whose P_q, P_k are diagonal (every entry but
+    P[c D + d, d] zero), given in full [H, 3D, D], and their diagonals [H, 3, D]."""
+    from veda.profile import HeadSettings, LayerProfile
+
+    generator = torch.Generator().manual_seed(seed)
+    diagonals = [torch.randn(heads, 3, dim, generator=generator) for _ in range(2)]
+    full = [torch.diag_embed(p).reshape(heads, 3 * dim, dim) for p in diagonals]
+    settings = tuple(HeadSettings((1, 8, 16), 0.75) for _ in range(heads))
+    return LayerProfile(layer=0, heads=settings, p_q=full[0], p_k=full[1]), diagonals
+
+
 def veda_cli() -> Path | None:
     """The `veda` binary: $VEDA_CLI if it exists, else the first build folder of this checkout
     that has one, else one on PATH."""

@@ -26,6 +26,7 @@ import math
 import pytest
 import torch
 import veda
+from conftest import diagonal_profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from veda import _veda
 from veda.profile import HeadSettings, LayerProfile
@@ -281,12 +282,7 @@ def test_estimator_at_zero_is_mean_pooling_and_parameters_change_the_selection()
 def test_diagonal_estimator_runs_elementwise_and_matches_the_cpu_reference():
     heads, dim = 3, 64
     qkv = structured_qkv((3, 10, 21), 1, heads, dim, seed=10)
-    generator = torch.Generator().manual_seed(11)
-    diagonals = [torch.randn(heads, 3, dim, generator=generator) for _ in range(2)]
-    full = [torch.diag_embed(p).reshape(heads, 3 * dim, dim) for p in diagonals]
-    profile = LayerProfile(
-        layer=0, heads=(HeadSettings((1, 8, 16), 0.75),) * heads, p_q=full[0], p_k=full[1]
-    )
+    profile, _ = diagonal_profile(heads, dim, seed=11)
     kwargs = {"grid": (3, 10, 21), "profile": profile, "method": "veda", "return_lse": True}
     gpu = veda.sparse_attention(*(t.cuda() for t in qkv), **kwargs)
     assert profile.estimator("cuda", compact=True)[0].shape == (heads, 3, dim)  # what ran

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import veda
+from conftest import diagonal_profile
 from veda.profile import HeadSettings, LayerProfile
 
 GRID = (4, 8, 16)  # 512 tokens, 4 tiles
@@ -368,15 +369,6 @@ def test_estimator_uses_each_local_heads_global_projections():
     assert not torch.equal(out, meanpool)  # the projections changed which tiles were kept
     with pytest.raises(ValueError, match="method 'veda' needs a veda.LayerProfile"):
         veda.sparse_attention(q, k, v, grid=ESTIMATOR_GRID, method="veda")
-
-
-def diagonal_profile(heads, dim, seed=9):
-    """estimator_profile's shapes with diagonal P_q, P_k (every entry but P[c D + d, d] zero)."""
-    generator = torch.Generator().manual_seed(seed)
-    diagonals = [torch.randn(heads, 3, dim, generator=generator) for _ in range(2)]
-    full = [torch.diag_embed(p).reshape(heads, 3 * dim, dim) for p in diagonals]
-    settings = tuple(HeadSettings((1, 8, 16), 0.75) for _ in range(heads))
-    return LayerProfile(layer=0, heads=settings, p_q=full[0], p_k=full[1]), diagonals
 
 
 def test_diagonal_projections_are_compacted_and_select_what_the_full_matrices_select():
