@@ -22,7 +22,8 @@
 //               (attention gathers rows)
 // Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
 // Environment: VEDA_BENCH_SIZE=<substring> times only the sizes whose name contains it;
-// VEDA_BENCH_ORACLE=0 skips the oracle (seconds at 75,600 tokens), e.g. under a profiler.
+// VEDA_BENCH_ORACLE=0 skips the oracle (seconds at 75,600 tokens), e.g. under a profiler;
+// VEDA_BENCH_FRONT_END_ONLY=1 stops each size after the front end's rows (gather to select).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -62,23 +63,45 @@ T* device_alloc(std::size_t bytes) {
   return static_cast<T*>(pointer);
 }
 
-double median_ms(const std::function<void()>& run) {
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start));
-  check(cudaEventCreate(&stop));
-  run();  // warm-up
-  std::vector<float> times;
-  for (int repeat = 0; repeat < 5; ++repeat) {
-    check(cudaEventRecord(start));
-    run();
-    check(cudaEventRecord(stop));
-    check(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    check(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
+// One call of `run` timed by CUDA events on the default stream.
+double elapsed_ms(const std::function<void()>& run) {
+  static cudaEvent_t start = nullptr, stop = nullptr;
+  if (start == nullptr) {
+    check(cudaEventCreate(&start));
+    check(cudaEventCreate(&stop));
   }
+  check(cudaEventRecord(start));
+  run();
+  check(cudaEventRecord(stop));
+  check(cudaEventSynchronize(stop));
+  float ms = 0.0f;
+  check(cudaEventElapsedTime(&ms, start, stop));
+  return ms;
+}
+
+double median(std::vector<double> times) {
   std::sort(times.begin(), times.end());
-  return times[2];
+  return times[times.size() / 2];
+}
+
+double median_ms(const std::function<void()>& run) {
+  run();  // warm-up
+  std::vector<double> times;
+  for (int repeat = 0; repeat < 5; ++repeat) times.push_back(elapsed_ms(run));
+  return median(times);
+}
+
+// Medians of `a` and of `b` timed alternately, 11 times each: for a difference of two long
+// calls without the clock drift between two separate series.
+std::pair<double, double> paired_median_ms(const std::function<void()>& a,
+                                           const std::function<void()>& b) {
+  a(), b();  // warm-up
+  std::vector<double> times_a, times_b;
+  for (int repeat = 0; repeat < 11; ++repeat) {
+    times_a.push_back(elapsed_ms(a));
+    times_b.push_back(elapsed_ms(b));
+  }
+  return {median(times_a), median(times_b)};
 }
 
 struct Size {
@@ -192,6 +215,26 @@ int main() {
     const double diagonal_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
     std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "select-diag", diagonal_ms,
                 static_cast<long long>(select.budget));
+    // The plan's front end with diagonal P: q and k gathered straight into descriptors (no
+    // statistics in memory), then the selection on them.
+    const std::size_t descriptor_floats =
+        static_cast<std::size_t>(heads * tiles * veda::descriptor_width(kDim));
+    float* descriptors[2] = {device_alloc<float>(descriptor_floats * 4),
+                             device_alloc<float>(descriptor_floats * 4)};
+    veda::TileSelectionParams fused = select;
+    fused.q_descriptors = descriptors[0], fused.k_descriptors = descriptors[1];
+    const double front_ms = median_ms([&] {
+      void* inputs[2] = {q, k};
+      for (int x = 0; x < 2; ++x) {
+        veda::TileGatherParams gather{view(inputs[x]), order_device,  2, group_device, nullptr,
+                                      nullptr,         descriptors[x]};
+        gather.diagonal_projection = diagonal_device;
+        veda::tile_gather_cuda(gather, nullptr);
+      }
+      veda::tile_selection_cuda(fused, nullptr);
+    });
+    std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "front-diag", front_ms,
+                static_cast<long long>(select.budget));
     select.q_projection = select.k_projection = projection_device;
     select.diagonal_projection = false;
     // The same with every head's cumulative threshold at 0.9 (capped at the 95% budget).
@@ -203,6 +246,7 @@ int main() {
     const double cumulative_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
     select.thresholds = nullptr;
     std::printf("%-26s %-11s %10.2f %8s\n", size.name, "select@0.9", cumulative_ms, "mass");
+    if (env_is("VEDA_BENCH_FRONT_END_ONLY", "1")) continue;
     // The kernel timings below use select-diag's lists: the ones plan@95%-diag computes (same
     // statistics, same P), so plan minus kernel is the plan's front end.
     select.q_projection = select.k_projection = diagonal_device;
@@ -234,6 +278,7 @@ int main() {
     sparse.q = view(q);
     sparse.read_queries_through_order = true;
     const double kv_copies_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    const veda::AttentionParams kv_copies_kernel = sparse;
     sparse.read_queries_through_order = false;
     sparse.q = tiled_view(0);
     // Row gathers of the copies' own (contiguous) rows: the load mechanism alone.
@@ -249,6 +294,7 @@ int main() {
     sparse.out_order = order_device;
     sparse.q = view(q), sparse.k = view(k), sparse.v = view(v);
     const double rows_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    const veda::AttentionParams rows_kernel = sparse;
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rowscopy95", identity_ms,
                 dense_ms / identity_ms);
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "copies@95%", copies_ms,
@@ -285,6 +331,19 @@ int main() {
                     diagonal ? "-diag" : "");
       std::printf("%-26s %-11s %10.2f %7.2fx dense %7.0f MB workspace\n", size.name, label, plan_ms,
                   dense_ms / plan_ms, static_cast<double>(plan.workspace_bytes()) / 1e6);
+      if (sparsity != 0.95 || !diagonal) continue;
+      // The plan's front end (everything but the attention kernel): the plan and its kernel
+      // alone on the same lists (select-diag's), timed alternately.
+      const veda::AttentionParams& kernel = copies ? kv_copies_kernel : rows_kernel;
+      const auto [with_ms, alone_ms] = paired_median_ms(
+          [&] {
+            plan.run(view(q), view(k), view(v), out, nullptr, workspace, plan.workspace_bytes(),
+                     nullptr);
+          },
+          [&] { veda::attention_cuda(kernel, nullptr); });
+      std::snprintf(label, sizeof(label), "front%s", copies ? "" : "-rows");
+      std::printf("%-26s %-11s %10.2f ms = %.1f%% of the kernel alone (%.2f ms)\n", size.name,
+                  label, with_ms - alone_ms, 100 * (with_ms - alone_ms) / alone_ms, alone_ms);
     }
     check(cudaDeviceSynchronize());
     for (void* pointer : allocations) check(cudaFree(pointer));

@@ -154,6 +154,68 @@ TEST(TileSelection, DiagonalProjectionSelectsWhatItsFullMatrixSelects) {
   EXPECT_NE(diagonal, select(nullptr, nullptr, false));  // not mean pooling's choice
 }
 
+// The gather's descriptors (diagonal P, local heads mapped to global ones; or none) are the
+// projection of its statistics, padded to descriptor_width, and select what the statistics do.
+TEST(TileSelection, DescriptorsFromTheGatherSelectWhatTheirStatisticsSelect) {
+  const Grid grid{3, 10, 21};
+  const std::int64_t tokens = grid.tokens(), heads = 2, dim = 20, tiles = tile_count(tokens);
+  const std::int64_t width = descriptor_width(dim), budget = 2;
+  ASSERT_EQ(width, 32);
+  const auto q = testing::random_matrix(tokens * heads, dim, 14),
+             k = testing::random_matrix(tokens * heads, dim, 15);
+  const auto diagonal = testing::random_matrix(3 * 3, dim, 16);  // 3 global heads
+  const std::vector<std::int32_t> global_head = {2, 0};
+  const std::vector<std::int32_t> order = tile_major_order(grid, {1, 8, 16});
+  for (const bool projected : {true, false}) {
+    const float* projection = projected ? diagonal.data() : nullptr;
+    std::vector<float> stats[2], descriptors[2];
+    for (int x = 0; x < 2; ++x) {
+      stats[x].assign(heads * tiles * 3 * dim, std::nanf(""));
+      descriptors[x].assign(heads * tiles * width, std::nanf(""));
+      TileGatherParams gather{
+          TokensView::contiguous((x == 0 ? q : k).data(), DType::kF32, 1, tokens, heads, dim),
+          order.data(),
+          1,
+          nullptr,
+          nullptr,
+          stats[x].data(),
+          descriptors[x].data()};
+      gather.diagonal_projection = projection, gather.global_head = global_head.data();
+      tile_gather_cpu(gather);
+    }
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const std::span<const float> head_stats(stats[0].data() + h * tiles * 3 * dim,
+                                              tiles * 3 * dim);
+      const std::vector<float> expected = project_tiles(
+          head_stats, dim,
+          projected ? std::span<const float>(diagonal.data() + global_head[h] * 3 * dim, 3 * dim)
+                    : std::span<const float>());
+      for (std::int64_t t = 0; t < tiles; ++t) {
+        const float* row = descriptors[0].data() + (h * tiles + t) * width;
+        EXPECT_EQ(std::vector<float>(row, row + dim),
+                  std::vector<float>(expected.begin() + t * dim, expected.begin() + (t + 1) * dim));
+        EXPECT_EQ(std::vector<float>(row + dim, row + width),
+                  std::vector<float>(width - dim, 0.0f));
+      }
+    }
+    const auto select = [&](bool given) {
+      TileSelectionParams params;
+      params.q_stats = stats[0].data(), params.k_stats = stats[1].data();
+      if (given) params.q_descriptors = descriptors[0].data();
+      if (given) params.k_descriptors = descriptors[1].data();
+      params.q_projection = params.k_projection = projection;
+      params.diagonal_projection = true, params.global_head = global_head.data();
+      params.batch = 1, params.heads = heads, params.q_tiles = tiles, params.k_tiles = tiles;
+      params.dim = dim, params.scale = 0.2f, params.budget = budget;
+      std::vector<std::int32_t> counts(heads * tiles), indices(counts.size() * budget);
+      params.counts = counts.data(), params.indices = indices.data();
+      tile_selection_cpu(params);
+      return indices;
+    };
+    EXPECT_EQ(select(true), select(false));
+  }
+}
+
 TEST(TileSelection, CumulativeThresholdPerHead) {
   const std::int64_t heads = 2, tiles = 24, dim = 16, budget = 8;
   const auto q_stats = testing::random_matrix(heads * tiles * 3, dim, 8),

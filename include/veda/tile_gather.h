@@ -21,6 +21,13 @@ struct TileGatherParams {
   // Optional outputs (nullptr to skip):
   void* x_tiled = nullptr;  // [B, H, N, D] of x's dtype, contiguous, tile-major
   float* stats = nullptr;   // [B, H, T, 3, D]: mean, max, min per channel (tile_statistics.h)
+  // The estimator's descriptors of the statistics (tile_scoring.h), [B, H, T,
+  // descriptor_width(D)] with zeros past D: what TileSelectionParams::q_descriptors or
+  // k_descriptors takes, made here for a diagonal projection [H_global, 3, D] or none (P = 0:
+  // the tile means) so that the statistics never go to memory.
+  float* descriptors = nullptr;
+  const float* diagonal_projection = nullptr;
+  const std::int32_t* global_head = nullptr;  // [H]: global head of each local head, or identity
 
   // Throws veda::Error naming the first inconsistent argument (host-visible fields only).
   void validate() const;

@@ -11,9 +11,17 @@
 
 namespace veda {
 
+// Row length of projected descriptors as the GPU path stores them: D rounded up to 16, zeros
+// past D (so the logits read whole 16-channel slices).
+constexpr std::int64_t descriptor_width(std::int64_t dim) { return (dim + 15) / 16 * 16; }
+
 struct TileSelectionParams {
   const float* q_stats = nullptr;  // [B, H, Tq, 3, D]
   const float* k_stats = nullptr;  // [B, H, Tk, 3, D]
+  // Or the descriptors already projected, [B, H, T, descriptor_width(D)] (tile_gather_cuda makes
+  // them for diagonal or no projections); the statistics and that projection are then not read.
+  const float* q_descriptors = nullptr;
+  const float* k_descriptors = nullptr;
   // Estimator parameters per global head, [H_global, 3D, D]; nullptr = 0 (mean pooling).
   const float* q_projection = nullptr;
   const float* k_projection = nullptr;
@@ -31,7 +39,8 @@ struct TileSelectionParams {
   const double* thresholds = nullptr;
   std::int32_t* counts = nullptr;   // [B, H, Tq]
   std::int32_t* indices = nullptr;  // [B, H, Tq, budget], ascending, padded with kPaddedSlot
-  // GPU only: scratch of tile_selection_workspace_bytes(params) bytes for the descriptors.
+  // GPU only: scratch of tile_selection_workspace_bytes(params) bytes for the descriptors it
+  // projects (none when both are given).
   void* workspace = nullptr;
 
   void validate() const;

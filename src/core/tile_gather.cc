@@ -1,9 +1,13 @@
 #include "veda/tile_gather.h"
 
+#include <algorithm>
+#include <span>
 #include <vector>
 
 #include "veda/error.h"
 #include "veda/tile_layout.h"
+#include "veda/tile_scoring.h"
+#include "veda/tile_selection.h"
 #include "veda/tile_statistics.h"
 
 namespace veda {
@@ -35,9 +39,25 @@ void tile_gather_cpu(const TileGatherParams& params) {
           store_from_float(params.x_tiled, x.dtype, head * tokens * dim + e, tiled[e]);
         }
       }
+      if (params.stats == nullptr && params.descriptors == nullptr) continue;
+      const std::vector<float> stats = tile_statistics(tiled, dim);
       if (params.stats != nullptr) {
-        const std::vector<float> stats = tile_statistics(tiled, dim);
         std::copy(stats.begin(), stats.end(), params.stats + head * tiles * 3 * dim);
+      }
+      if (params.descriptors != nullptr) {
+        const std::int64_t global = params.global_head ? params.global_head[h] : h;
+        const std::span<const float> projection =
+            params.diagonal_projection
+                ? std::span<const float>(params.diagonal_projection + global * 3 * dim,
+                                         static_cast<std::size_t>(3 * dim))
+                : std::span<const float>();
+        const std::vector<float> rows = project_tiles(stats, dim, projection);
+        const std::int64_t width = descriptor_width(dim);
+        float* out = params.descriptors + head * tiles * width;
+        std::fill_n(out, tiles * width, 0.0f);
+        for (std::int64_t t = 0; t < tiles; ++t) {
+          std::copy_n(rows.begin() + t * dim, dim, out + t * width);
+        }
       }
     }
   }

@@ -1,5 +1,6 @@
 #include "veda/tile_selection.h"
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <vector>
@@ -12,8 +13,11 @@
 namespace veda {
 
 void TileSelectionParams::validate() const {
-  VEDA_CHECK(q_stats != nullptr && k_stats != nullptr && counts != nullptr && indices != nullptr,
-             "tile selection needs q and k statistics and the counts and indices outputs");
+  VEDA_CHECK((q_stats != nullptr || q_descriptors != nullptr) &&
+                 (k_stats != nullptr || k_descriptors != nullptr) && counts != nullptr &&
+                 indices != nullptr,
+             "tile selection needs q and k statistics (or descriptors) and the counts and indices "
+             "outputs");
   VEDA_CHECK(batch > 0 && heads > 0 && q_tiles > 0 && k_tiles > 0 && dim > 0,
              "tile selection over ", batch, " batches, ", heads, " heads, ", q_tiles, " x ",
              k_tiles, " tiles, head dim ", dim, "; expected every size positive");
@@ -35,10 +39,23 @@ std::vector<float> tile_selection_logits(const TileSelectionParams& params, std:
   const auto stats = [&](const float* all, std::int64_t tiles) {
     return std::span<const float>(all + head * tiles * 3 * dim, tiles * 3 * dim);
   };
-  const std::vector<float> q_hat =
-      project_tiles(stats(params.q_stats, params.q_tiles), dim, projection(params.q_projection));
-  const std::vector<float> k_hat =
-      project_tiles(stats(params.k_stats, params.k_tiles), dim, projection(params.k_projection));
+  // Descriptors given: [tiles, descriptor_width(D)] rows of this head, cut to [tiles, D].
+  const auto given = [&](const float* all, std::int64_t tiles) {
+    const std::int64_t width = descriptor_width(dim);
+    std::vector<float> rows(static_cast<std::size_t>(tiles * dim));
+    for (std::int64_t t = 0; t < tiles; ++t) {
+      std::copy_n(all + (head * tiles + t) * width, dim, rows.begin() + t * dim);
+    }
+    return rows;
+  };
+  const std::vector<float> q_hat = params.q_descriptors
+                                       ? given(params.q_descriptors, params.q_tiles)
+                                       : project_tiles(stats(params.q_stats, params.q_tiles), dim,
+                                                       projection(params.q_projection));
+  const std::vector<float> k_hat = params.k_descriptors
+                                       ? given(params.k_descriptors, params.k_tiles)
+                                       : project_tiles(stats(params.k_stats, params.k_tiles), dim,
+                                                       projection(params.k_projection));
   return tile_logits(q_hat, k_hat, dim, params.scale);
 }
 

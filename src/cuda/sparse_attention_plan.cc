@@ -46,9 +46,17 @@ class WorkspaceCarver {
   std::size_t used_ = 0;
 };
 
+// Whether the gather makes x's descriptors itself (no projection or a diagonal one), so that
+// its statistics never go to memory.
+bool descriptors_in_gather(const SparseLayerSettings& s, const float* projection) {
+  return projection == nullptr || s.diagonal_projection;
+}
+
 struct Workspace {
   void *k_tiled, *v_tiled;  // reordered_copies only, else nullptr (q is never copied)
-  float *q_stats, *k_stats;
+  // Per tensor either its statistics, projected by the selection into `selection`, or its
+  // descriptors made by the gather (descriptors_in_gather).
+  float *q_stats, *k_stats, *q_descriptors, *k_descriptors;
   void* selection;
   std::int32_t *counts, *indices;
   // Text tokens only (else nullptr): the video rows' partials. out_vt [B, N, H, D] float32
@@ -143,19 +151,31 @@ SparseAttentionPlan::~SparseAttentionPlan() {
 namespace {
 
 Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int64_t tokens,
-                std::int64_t tiles, std::int64_t budget, std::size_t selection_bytes) {
+                std::int64_t tiles, std::int64_t budget) {
   const auto elements = static_cast<std::size_t>(s.batch * s.heads * tokens * s.dim);
-  const auto stats = static_cast<std::size_t>(s.batch * s.heads * tiles * 3 * s.dim);
   const auto rows = static_cast<std::size_t>(s.batch * s.heads * tiles);
+  const auto stats = rows * static_cast<std::size_t>(3 * s.dim);
+  const auto descriptors = rows * static_cast<std::size_t>(descriptor_width(s.dim));
   Workspace w{};
   if (s.reordered_copies) {
     // k_tiled and v_tiled are adjacent: together elements * 4 bytes, room for out_vt.
     w.k_tiled = carver.take(elements * 2);
     w.v_tiled = carver.take(elements * 2);
   }
-  w.q_stats = carver.take<float>(stats * 4);
-  w.k_stats = carver.take<float>(stats * 4);
-  w.selection = carver.take(selection_bytes);
+  const bool q_gathered = descriptors_in_gather(s, s.q_projection);
+  const bool k_gathered = descriptors_in_gather(s, s.k_projection);
+  if (q_gathered) {
+    w.q_descriptors = carver.take<float>(descriptors * 4);
+  } else {
+    w.q_stats = carver.take<float>(stats * 4);
+  }
+  if (k_gathered) {
+    w.k_descriptors = carver.take<float>(descriptors * 4);
+  } else {
+    w.k_stats = carver.take<float>(stats * 4);
+  }
+  // The selection's scratch: the descriptors it projects (tile_selection_workspace_bytes).
+  w.selection = carver.take(((q_gathered ? 0 : 1) + (k_gathered ? 0 : 1)) * descriptors * 4);
   w.counts = carver.take<std::int32_t>(rows * 4);
   w.indices = carver.take<std::int32_t>(rows * static_cast<std::size_t>(budget) * 4);
   if (s.text_tokens > 0) {
@@ -171,11 +191,8 @@ Workspace carve(WorkspaceCarver& carver, const SparseLayerSettings& s, std::int6
 }  // namespace
 
 std::size_t SparseAttentionPlan::workspace_bytes() const {
-  TileSelectionParams selection;
-  selection.batch = settings_.batch, selection.heads = settings_.heads;
-  selection.q_tiles = selection.k_tiles = tiles_, selection.dim = settings_.dim;
   WorkspaceCarver carver(nullptr);
-  carve(carver, settings_, tokens_, tiles_, budget_, tile_selection_workspace_bytes(selection));
+  carve(carver, settings_, tokens_, tiles_, budget_);
   return carver.used();
 }
 
@@ -198,12 +215,8 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
              "sparse attention run got a workspace of ", workspace_size, " bytes; the plan needs ",
              workspace_bytes());
 
-  TileSelectionParams selection;
-  selection.batch = s.batch, selection.heads = s.heads;
-  selection.q_tiles = selection.k_tiles = tiles_, selection.dim = s.dim;
   WorkspaceCarver carver(workspace);
-  const Workspace w =
-      carve(carver, s, tokens_, tiles_, budget_, tile_selection_workspace_bytes(selection));
+  const Workspace w = carve(carver, s, tokens_, tiles_, budget_);
 
   // First rows of the video and the text tokens among the L rows of q, k, v, out and lse.
   const bool text_first = s.text_position == TextPosition::kBefore;
@@ -233,15 +246,25 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
     a.lse_stride_head = 1;
   };
 
-  // Per-tile statistics of q and k, and tile-major copies of k and v when the plan makes them
-  // (attention reads q, else q, k and v, in tile-major order through order_).
-  tile_gather_cuda({q_video, order_, groups_, head_group_, nullptr, w.q_stats}, stream);
-  tile_gather_cuda({k_video, order_, groups_, head_group_, w.k_tiled, w.k_stats}, stream);
-  if (s.reordered_copies) {
-    tile_gather_cuda({v_video, order_, groups_, head_group_, w.v_tiled, nullptr}, stream);
-  }
+  // Per-tile statistics or descriptors of q and k, and tile-major copies of k and v when the
+  // plan makes them (attention reads q, else q, k and v, in tile-major order through order_).
+  const auto gather = [&](const TokensView& x, void* x_tiled, float* stats, float* descriptors,
+                          const float* projection) {
+    TileGatherParams params{x, order_, groups_, head_group_, x_tiled, stats, descriptors};
+    if (descriptors != nullptr) {
+      params.diagonal_projection = projection, params.global_head = global_head_;
+    }
+    tile_gather_cuda(params, stream);
+  };
+  gather(q_video, nullptr, w.q_stats, w.q_descriptors, s.q_projection);
+  gather(k_video, w.k_tiled, w.k_stats, w.k_descriptors, s.k_projection);
+  if (s.reordered_copies) gather(v_video, w.v_tiled, nullptr, nullptr, nullptr);
 
+  TileSelectionParams selection;
+  selection.batch = s.batch, selection.heads = s.heads;
+  selection.q_tiles = selection.k_tiles = tiles_, selection.dim = s.dim;
   selection.q_stats = w.q_stats, selection.k_stats = w.k_stats;
+  selection.q_descriptors = w.q_descriptors, selection.k_descriptors = w.k_descriptors;
   selection.q_projection = s.q_projection, selection.k_projection = s.k_projection;
   selection.diagonal_projection = s.diagonal_projection;
   selection.global_head = global_head_;

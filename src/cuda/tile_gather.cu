@@ -6,6 +6,7 @@
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
 #include "veda/tile_layout.h"
+#include "veda/tile_selection.h"
 #include "veda/tile_statistics.h"
 
 namespace veda {
@@ -32,7 +33,41 @@ struct GatherArgs {
   const std::int32_t* head_group;
   void* x_tiled;
   float* stats;
+  float* descriptors;  // row length `width` (D rounded up to 16)
+  std::int64_t width;
+  const float* projection;  // diagonal [H_global, 3, D] or nullptr
+  const std::int32_t* global_head;
 };
+
+// Channel d (< width) of one tile's outputs from its rows' sum, max and min (tile_row =
+// (batch * heads + head) * tiles + tile): the statistics, and the descriptor mean +
+// sum_c feature_c P[c, d] in tile_scoring.h's order (zero past D).
+__device__ __forceinline__ void store_tile_channel(const GatherArgs& args, std::int64_t head,
+                                                   std::int64_t tile_row, std::int64_t d, float sum,
+                                                   float max, float min, int rows) {
+  const std::int64_t dim = args.dim;
+  if (d >= dim) {
+    args.descriptors[tile_row * args.width + d] = 0.0f;
+    return;
+  }
+  float feature[3];
+  feature[kTileMean] = sum * (1.0f / static_cast<float>(rows));
+  feature[kTileMax] = max;
+  feature[kTileMin] = min;
+  if (args.stats) {
+    float* out = args.stats + tile_row * 3 * dim + d;
+    for (int c = 0; c < 3; ++c) out[c * dim] = feature[c];
+  }
+  if (args.descriptors) {
+    float value = feature[kTileMean];
+    if (args.projection) {
+      const float* p =
+          args.projection + (args.global_head ? args.global_head[head] : head) * 3 * dim + d;
+      for (int c = 0; c < 3; ++c) value += feature[c] * p[c * dim];
+    }
+    args.descriptors[tile_row * args.width + d] = value;
+  }
+}
 
 // Block (head, tile, batch): the heads of a tile are neighbours in launch order, so blocks that
 // run together read whole token rows of x (all heads), not one head's 256 bytes of many token
@@ -90,7 +125,7 @@ __global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherAr
         }
       }
     }
-    if (args.stats) {
+    if (args.stats || args.descriptors) {
       float* mine = partial + group * 3 * dim + c * kVector;
 #pragma unroll
       for (int v = 0; v < kVector; ++v) {
@@ -100,20 +135,18 @@ __global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherAr
       }
     }
   }
-  if (!args.stats) return;
+  if (!args.stats && !args.descriptors) return;
   __syncthreads();
-  float* out = args.stats + ((batch * heads + head) * tiles + tile) * 3 * dim;
-  for (std::int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+  const std::int64_t channels = args.descriptors ? args.width : dim;
+  for (std::int64_t d = threadIdx.x; d < channels; d += blockDim.x) {
     float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
-    for (int g = 0; g < groups; ++g) {
+    for (int g = 0; g < groups && d < dim; ++g) {
       const float* theirs = partial + g * 3 * dim + d;
       sum += theirs[kTileMean * dim];
       max = fmaxf(max, theirs[kTileMax * dim]);
       min = fminf(min, theirs[kTileMin * dim]);
     }
-    out[kTileMean * dim + d] = sum * (1.0f / static_cast<float>(rows));
-    out[kTileMax * dim + d] = max;
-    out[kTileMin * dim + d] = min;
+    store_tile_channel(args, head, (batch * heads + head) * tiles + tile, d, sum, max, min, rows);
   }
 }
 
@@ -156,20 +189,16 @@ __global__ void __launch_bounds__(kTileTokens) tile_gather_bulk_kernel(GatherArg
     sm90::bulk_store(tiled, sm90::smem_address(staged_bytes), rows * row_bytes);
     sm90::bulk_commit_group();
   }
-  if (args.stats != nullptr) {
-    float* out = args.stats + ((batch * heads + head) * tiles + tile) * 3 * dim;
-    for (std::int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-      float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
-      for (int r = 0; r < rows; ++r) {
-        const float value = to_float(staged[r * dim + d]);
-        sum += value;
-        max = fmaxf(max, value);
-        min = fminf(min, value);
-      }
-      out[kTileMean * dim + d] = sum * (1.0f / static_cast<float>(rows));
-      out[kTileMax * dim + d] = max;
-      out[kTileMin * dim + d] = min;
+  const std::int64_t channels = args.descriptors ? args.width : args.stats ? dim : 0;
+  for (std::int64_t d = threadIdx.x; d < channels; d += blockDim.x) {
+    float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
+    for (int r = 0; r < rows && d < dim; ++r) {
+      const float value = to_float(staged[r * dim + d]);
+      sum += value;
+      max = fmaxf(max, value);
+      min = fminf(min, value);
     }
+    store_tile_channel(args, head, (batch * heads + head) * tiles + tile, d, sum, max, min, rows);
   }
   // Shared memory must outlive the bulk store's read of it.
   if (args.x_tiled != nullptr && threadIdx.x == 0) sm90::bulk_wait_group_read();
@@ -182,23 +211,34 @@ bool aligned(const void* pointer, std::size_t bytes) {
   return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
 }
 
+// Strides in units of `vector` elements.
+GatherArgs gather_args(const TileGatherParams& params, int vector) {
+  const TokensView& x = params.x;
+  return {x.data,
+          x.tokens,
+          x.dim,
+          x.stride_batch / vector,
+          x.stride_token / vector,
+          x.stride_head / vector,
+          params.order,
+          params.head_group,
+          params.x_tiled,
+          params.stats,
+          params.descriptors,
+          descriptor_width(x.dim),
+          params.diagonal_projection,
+          params.global_head};
+}
+
 template <typename Element, int kVector>
 void launch(const TileGatherParams& params, cudaStream_t stream) {
   const TokensView& x = params.x;
-  const GatherArgs args{x.data,
-                        x.tokens,
-                        x.dim,
-                        x.stride_batch / kVector,
-                        x.stride_token / kVector,
-                        x.stride_head / kVector,
-                        params.order,
-                        params.head_group,
-                        params.x_tiled,
-                        params.stats};
+  const GatherArgs args = gather_args(params, kVector);
   const auto packs = static_cast<int>(x.dim / kVector);
   const int columns = packs < kGatherThreads ? packs : kGatherThreads;
   const int groups = kGatherThreads / columns;
-  const auto partial_bytes = static_cast<std::size_t>(params.stats ? groups * 3 * x.dim * 4 : 0);
+  const auto partial_bytes =
+      static_cast<std::size_t>(params.stats || params.descriptors ? groups * 3 * x.dim * 4 : 0);
   const dim3 grid(static_cast<unsigned>(x.heads), static_cast<unsigned>(tile_count(x.tokens)),
                   static_cast<unsigned>(x.batch));
   tile_gather_kernel<Element, kVector>
@@ -222,9 +262,7 @@ bool launch_bulk(const TileGatherParams& params, cudaStream_t stream) {
                                                   static_cast<int>(tile_bytes));
   VEDA_CHECK(status == cudaSuccess, "tile gather needs ", tile_bytes,
              " bytes of shared memory: ", cudaGetErrorString(status));
-  const GatherArgs args{x.data,         x.tokens,      x.dim,        x.stride_batch,
-                        x.stride_token, x.stride_head, params.order, params.head_group,
-                        params.x_tiled, params.stats};
+  const GatherArgs args = gather_args(params, 1);
   const dim3 grid(static_cast<unsigned>(x.heads), static_cast<unsigned>(tile_count(x.tokens)),
                   static_cast<unsigned>(x.batch));
   tile_gather_bulk_kernel<Element><<<grid, kTileTokens, tile_bytes, stream>>>(args);

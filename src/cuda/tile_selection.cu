@@ -22,9 +22,8 @@ using cuda_detail::tf32_row_stride;
 using cuda_detail::Tf32Split4;
 using cuda_detail::warp_tile_k16;
 
-// Descriptors are stored [B, H, T, D'] with D' = D rounded up to 16 and zeros past D, so the
+// Descriptors are stored [B, H, T, D'] with D' = descriptor_width(D) (tile_selection.h), so the
 // logits read whole 16-channel slices of any row with 16-byte loads.
-__host__ __device__ std::int64_t descriptor_width(std::int64_t dim) { return (dim + 15) / 16 * 16; }
 
 // ---- Projection: descriptor[t, e] = mean[t, e] + sum_f feature[t, f] P[f, e] --------------
 // One block computes 32 tiles x 128 columns on tensor cores (3xTF32, tf32x3_mma.cuh); warp w
@@ -36,10 +35,9 @@ constexpr int kSliceStride = tf32_row_stride(kSlice);
 
 __global__ void __launch_bounds__(kThreads, 2)
     project_kernel(const float* stats, const float* projection, const std::int32_t* global_head,
-                   std::int64_t tiles, std::int64_t dim, float* out) {
+                   std::int64_t tiles, std::int64_t dim, std::int64_t width, float* out) {
   __shared__ __align__(16) float features[kProjectTiles * kSliceStride];   // [tile][f]
   __shared__ __align__(16) float weights[kProjectColumns * kSliceStride];  // [column][f]
-  const std::int64_t width = descriptor_width(dim);
   const std::int64_t column_blocks = (width + kProjectColumns - 1) / kProjectColumns;
   const std::int64_t first = blockIdx.x / column_blocks * kProjectTiles;
   const std::int64_t column0 = blockIdx.x % column_blocks * kProjectColumns;
@@ -143,9 +141,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 // thread per (tile, channel) of the [B*H*T, D'] output (zeros past D); memory-bound.
 __global__ void project_diagonal_kernel(const float* stats, const float* projection,
                                         const std::int32_t* global_head, std::int64_t tiles,
-                                        std::int64_t heads, std::int64_t dim, std::int64_t rows,
-                                        float* out) {
-  const std::int64_t width = descriptor_width(dim);
+                                        std::int64_t heads, std::int64_t dim, std::int64_t width,
+                                        std::int64_t rows, float* out) {
   for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < rows * width;
        e += std::int64_t{gridDim.x} * blockDim.x) {
     const std::int64_t row = e / width, d = e % width;  // row = (batch * heads + head) * tiles + t
@@ -256,17 +253,95 @@ struct RowKeys {
     return static_cast<int>(__reduce_add_sync(kFullWarp, static_cast<unsigned>(n)));
   }
 
-  // The key T of the need-th best tile other than own (1 <= need <= the candidates): the
-  // largest T with at least `need` candidate keys >= T, built bit by bit from the top (32
-  // warp-wide counts); and how many of the tiles whose key equals T to take.
-  __device__ __forceinline__ void kth_best(int need, unsigned& threshold, int& equal_needed) const {
-    unsigned key = 0u;
-    for (int bit = 31; bit >= 0; --bit) {
-      const unsigned trial = key | 1u << bit;
-      if (count_at_least(trial) >= need) key = trial;
+  // The row's candidates: smallest and largest key, and the mean and standard deviation of
+  // their logits (NaN where a logit is infinite). Registers: the first kKeys cached keys.
+  struct Summary {
+    unsigned smallest, largest;
+    float mean, deviation;
+  };
+  template <int kKeys>
+  __device__ __forceinline__ Summary summary_cached() const {
+    unsigned low = 0xFFFFFFFFu, high = 0u;
+    float sum = 0.0f, squares = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kKeys; ++i) {
+      const bool candidate = cached[i] != 0u;
+      const float score = candidate ? key_score(cached[i]) : 0.0f;
+      low = min(low, candidate ? cached[i] : 0xFFFFFFFFu);
+      high = max(high, cached[i]);
+      sum += score;
+      squares += score * score;
     }
-    threshold = key;
-    equal_needed = need - (key == 0xFFFFFFFFu ? 0 : count_at_least(key + 1u));
+    return reduce_summary(low, high, sum, squares);
+  }
+  __device__ __forceinline__ Summary summary() const {
+    if (in_registers && k_tiles <= 32 * kCachedKeys / 2) return summary_cached<kCachedKeys / 2>();
+    if (in_registers) return summary_cached<kCachedKeys>();
+    unsigned low = 0xFFFFFFFFu, high = 0u;
+    float sum = 0.0f, squares = 0.0f;
+    for (int j = static_cast<int>(threadIdx.x) % 32; j < k_tiles; j += 32) {
+      if (j == own) continue;
+      const float score = key_score(keys[j]);
+      low = min(low, keys[j]);
+      high = max(high, keys[j]);
+      sum += score;
+      squares += score * score;
+    }
+    return reduce_summary(low, high, sum, squares);
+  }
+  __device__ __forceinline__ Summary reduce_summary(unsigned low, unsigned high, float sum,
+                                                    float squares) const {
+    for (int offset = 16; offset > 0; offset /= 2) {
+      sum += __shfl_xor_sync(kFullWarp, sum, offset);
+      squares += __shfl_xor_sync(kFullWarp, squares, offset);
+    }
+    const float n = static_cast<float>(k_tiles - (own >= 0 ? 1 : 0)), mean = sum / n;
+    return {__reduce_min_sync(kFullWarp, low), __reduce_max_sync(kFullWarp, high), mean,
+            sqrtf(fmaxf(squares / n - mean * mean, 0.0f))};
+  }
+
+  // The need-th best tile other than own (1 <= need <= the candidates), as the cut the
+  // write-out applies: every candidate with key > cut, and the first `equal_needed` (in tile
+  // order) of those with key == cut. A search over keys keeping count(>= low) >= need >
+  // count(>= high), from the row's key range. The first trial is the logits' normal quantile
+  // (mean + z deviation); then each trial interpolates the logits linearly between the bounds'
+  // counts, or, after an interpolation that did not halve the count gap, takes the middle logit
+  // (the middle key where logits are infinite). Ends when count(>= low) == need or the
+  // interval is one key wide. Counts a row (warp-wide, simulated): ~5 on normal logits, ~7 on
+  // log-normal ones, 25-60 on rows of many ties (small integers), 33 for a bitwise bisection.
+  __device__ __forceinline__ void kth_best(int need, unsigned& cut, int& equal_needed) const {
+    const int candidates = k_tiles - (own >= 0 ? 1 : 0);
+    const Summary row = summary();
+    unsigned low = row.smallest, high = row.largest + 1u;  // order_key(+inf) < 0xFFFFFFFF
+    int count_low = candidates, count_high = 0;
+    float guess = row.mean - row.deviation * normcdfinvf((need + 0.5f) / candidates);
+    bool halve = false;
+    while (count_low != need && high - low > 1u) {
+      const float from = key_score(low), to = key_score(high);
+      float score = 0.5f * from + 0.5f * to;
+      if (isfinite(guess)) {
+        score = guess, guess = NAN;
+      } else if (!halve) {
+        const float fraction = (static_cast<float>(count_low - need) - 0.5f) /
+                               static_cast<float>(count_low - count_high);
+        score = from + (to - from) * fraction;
+      }
+      unsigned trial = low + (high - low) / 2u;
+      if (isfinite(score)) trial = min(max(order_key(score), low + 1u), high - 1u);
+      const int count = count_at_least(trial);
+      const int gap = count_low - count_high;
+      if (count >= need) {
+        low = trial, count_low = count;
+      } else {
+        high = trial, count_high = count;
+      }
+      halve = !halve && 2 * (count_low - count_high) > gap;
+    }
+    if (count_low == need) {
+      cut = low - 1u, equal_needed = 0;  // low >= the smallest key >= 1
+    } else {
+      cut = low, equal_needed = need - count_high;
+    }
   }
 };
 
@@ -444,15 +519,17 @@ void launch_select(const SelectArgs& args, std::size_t shared, std::int64_t head
 }  // namespace
 
 std::size_t tile_selection_workspace_bytes(const TileSelectionParams& params) {
-  return sizeof(float) *
-         static_cast<std::size_t>(params.batch * params.heads * (params.q_tiles + params.k_tiles) *
-                                  descriptor_width(params.dim));
+  const std::int64_t tiles =
+      (params.q_descriptors ? 0 : params.q_tiles) + (params.k_descriptors ? 0 : params.k_tiles);
+  return sizeof(float) * static_cast<std::size_t>(params.batch * params.heads * tiles *
+                                                  descriptor_width(params.dim));
 }
 
 void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream) {
   params.validate();
-  VEDA_CHECK(params.workspace != nullptr, "tile selection on the GPU needs a workspace of ",
-             tile_selection_workspace_bytes(params), " bytes");
+  const std::size_t workspace_bytes = tile_selection_workspace_bytes(params);
+  VEDA_CHECK(params.workspace != nullptr || workspace_bytes == 0,
+             "tile selection on the GPU needs a workspace of ", workspace_bytes, " bytes");
   VEDA_CHECK(params.k_tiles <= kMaxKeyTiles, "tile selection of ", params.k_tiles,
              " key tiles; the GPU path supports at most ", kMaxKeyTiles, " (", kMaxKeyTiles * 128,
              " tokens)");
@@ -460,30 +537,35 @@ void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream)
              "tile selection grid of ", params.q_tiles, " tiles x ", params.heads, " heads x ",
              params.batch, " batches exceeds the launch limits");
   const std::int64_t width = descriptor_width(params.dim);
-  float* q_hat = static_cast<float*>(params.workspace);
-  float* k_hat = q_hat + params.batch * params.heads * params.q_tiles * width;
   const auto heads = static_cast<unsigned>(params.heads);
   const auto batch = static_cast<unsigned>(params.batch);
-  const auto project = [&](const float* stats, const float* projection, std::int64_t tiles,
-                           float* out) {
+  float* scratch = static_cast<float*>(params.workspace);
+  // The given descriptors, or those projected here into the next piece of the workspace.
+  const auto descriptors = [&](const float* given, const float* stats, const float* projection,
+                               std::int64_t tiles, const char* what) -> const float* {
+    if (given != nullptr) return given;
+    float* out = scratch;
+    scratch += params.batch * params.heads * tiles * width;
     if (projection != nullptr && params.diagonal_projection) {
       const std::int64_t rows = params.batch * params.heads * tiles;
       const auto blocks = static_cast<unsigned>(
           std::min<std::int64_t>((rows * width + kThreads - 1) / kThreads, std::int64_t{1} << 20));
       project_diagonal_kernel<<<blocks, kThreads, 0, stream>>>(
-          stats, projection, params.global_head, tiles, params.heads, params.dim, rows, out);
-      return;
+          stats, projection, params.global_head, tiles, params.heads, params.dim, width, rows, out);
+    } else {
+      const std::int64_t column_blocks = (width + kProjectColumns - 1) / kProjectColumns;
+      const auto blocks =
+          static_cast<unsigned>((tiles + kProjectTiles - 1) / kProjectTiles * column_blocks);
+      project_kernel<<<dim3(blocks, heads, batch), kThreads, 0, stream>>>(
+          stats, projection, params.global_head, tiles, params.dim, width, out);
     }
-    const std::int64_t column_blocks = (width + kProjectColumns - 1) / kProjectColumns;
-    const auto blocks =
-        static_cast<unsigned>((tiles + kProjectTiles - 1) / kProjectTiles * column_blocks);
-    project_kernel<<<dim3(blocks, heads, batch), kThreads, 0, stream>>>(
-        stats, projection, params.global_head, tiles, params.dim, out);
+    check_launch(what);
+    return out;
   };
-  project(params.q_stats, params.q_projection, params.q_tiles, q_hat);
-  check_launch("tile projection (q)");
-  project(params.k_stats, params.k_projection, params.k_tiles, k_hat);
-  check_launch("tile projection (k)");
+  const float* q_hat = descriptors(params.q_descriptors, params.q_stats, params.q_projection,
+                                   params.q_tiles, "tile projection (q)");
+  const float* k_hat = descriptors(params.k_descriptors, params.k_stats, params.k_projection,
+                                   params.k_tiles, "tile projection (k)");
 
   const SelectArgs args{
       q_hat,         k_hat,        params.q_tiles,       params.k_tiles,    width,

@@ -7,6 +7,7 @@
 #include <iterator>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 
 #include "cuda_test_util.h"
@@ -14,6 +15,8 @@
 #include "veda/cuda/tile_front_end.h"
 #include "veda/error.h"
 #include "veda/tile_layout.h"
+#include "veda/tile_scoring.h"
+#include "veda/tile_statistics.h"
 
 namespace veda {
 namespace {
@@ -70,6 +73,34 @@ TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
   for (std::size_t n = 0; n < stats.size(); ++n) {
     ASSERT_NEAR(got[n], stats[n], 1e-5f * (1.0f + std::abs(stats[n]))) << "element " << n;
   }
+
+  // Descriptors alone (the plan's launch): diagonal P of global heads, then none (tile means).
+  const auto diagonal = normal_values(static_cast<std::size_t>((heads + 1) * 3 * dim), 4, 0.5f);
+  std::vector<std::int32_t> global_head(static_cast<std::size_t>(heads));
+  std::iota(global_head.rbegin(), global_head.rend(), 1);  // local h -> global heads - h
+  const DeviceBuffer diagonal_device(diagonal), global_device(global_head);
+  for (const bool projected : {true, false}) {
+    std::vector<float> descriptors(
+        static_cast<std::size_t>(batch * heads * tiles * descriptor_width(dim)));
+    TileGatherParams cpu = params;
+    cpu.x_tiled = nullptr, cpu.stats = nullptr, cpu.descriptors = descriptors.data();
+    cpu.diagonal_projection = projected ? diagonal.data() : nullptr;
+    cpu.global_head = global_head.data();
+    tile_gather_cpu(cpu);
+    const DeviceBuffer descriptors_device(descriptors.size() * 4);
+    TileGatherParams gpu = device;
+    gpu.x_tiled = nullptr, gpu.stats = nullptr;
+    gpu.descriptors = descriptors_device.get<float>();
+    gpu.diagonal_projection = projected ? diagonal_device.get<float>() : nullptr;
+    gpu.global_head = global_device.get<std::int32_t>();
+    tile_gather_cuda(gpu, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got_descriptors = descriptors_device.download<float>();
+    for (std::size_t n = 0; n < descriptors.size(); ++n) {
+      ASSERT_NEAR(got_descriptors[n], descriptors[n], 4e-5f * (1.0f + std::abs(descriptors[n])))
+          << "element " << n << (projected ? ", diagonal P" : ", no projection");
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -95,7 +126,30 @@ struct SelectionCase {
   // Cumulative threshold of the even local heads (odd heads keep the fixed budget); 0: none.
   double threshold = 0.0;
   bool diagonal = false;  // projections given as their diagonals [H, 3, D]
+  bool given = false;     // descriptors projected beforehand (TileSelectionParams::q_descriptors)
+  // Tied means with a few key tiles of mean 2^126 in channel 0 (else 0): their logits are exact
+  // +-inf, huge or 0, so the search meets infinite key ranges.
+  bool extreme = false;
 };
+
+// [B*H*T rows][descriptor_width(D)]: the CPU projection of each head's statistics, zero-padded.
+std::vector<float> padded_descriptors(const TileSelectionParams& params, const float* stats,
+                                      const float* projection, std::int64_t tiles) {
+  const std::int64_t dim = params.dim, width = descriptor_width(dim);
+  const std::int64_t features = params.diagonal_projection ? 3 * dim : 3 * dim * dim;
+  std::vector<float> out(static_cast<std::size_t>(params.batch * params.heads * tiles * width));
+  for (std::int64_t head = 0; head < params.batch * params.heads; ++head) {
+    const std::int64_t global = params.global_head[head % params.heads];
+    const std::vector<float> rows =
+        project_tiles(std::span<const float>(stats + head * tiles * 3 * dim, tiles * 3 * dim), dim,
+                      projection ? std::span<const float>(projection + global * features, features)
+                                 : std::span<const float>());
+    for (std::int64_t t = 0; t < tiles; ++t) {
+      std::copy_n(rows.begin() + t * dim, dim, out.begin() + (head * tiles + t) * width);
+    }
+  }
+  return out;
+}
 
 // The CPU reference's logits of every (batch, head), [B*H*Tq rows][Tk].
 std::vector<float> cpu_logits(const TileSelectionParams& params) {
@@ -180,6 +234,14 @@ TEST_P(TileSelectionCuda, MatchesCpuReference) {
     for (float& value : q_stats) value = std::round(2.0f * value);
     for (float& value : k_stats) value = std::round(2.0f * value);
   }
+  if (c.extreme) {
+    for (std::int64_t row = 0; row < c.batch * c.heads * c.k_tiles; ++row) {
+      if (row % 5 != 2) continue;
+      float* mean = k_stats.data() + row * 3 * dim + kTileMean * dim;
+      std::fill_n(mean, dim, 0.0f);
+      mean[0] = std::ldexp(1.0f, 126);
+    }
+  }
   // Diagonal weights matter alone, so they are drawn larger than a full P's entries.
   const auto q_projection =
       normal_values(static_cast<std::size_t>(global_heads * 3 * dim * (c.diagonal ? 1 : dim)), 7,
@@ -219,6 +281,18 @@ TEST_P(TileSelectionCuda, MatchesCpuReference) {
   device.indices = indices_device.get<std::int32_t>();
   device.workspace = workspace.get();
   device.thresholds = c.threshold > 0.0 ? thresholds_device.get<double>() : nullptr;
+  const DeviceBuffer q_given(
+      c.given ? padded_descriptors(params, q_stats.data(), params.q_projection, c.q_tiles)
+              : std::vector<float>{});
+  const DeviceBuffer k_given(
+      c.given ? padded_descriptors(params, k_stats.data(), params.k_projection, c.k_tiles)
+              : std::vector<float>{});
+  if (c.given) {
+    device.q_descriptors = q_given.get<float>(), device.k_descriptors = k_given.get<float>();
+    device.q_stats = device.k_stats = nullptr;
+    ASSERT_EQ(tile_selection_workspace_bytes(device), 0u);
+    device.workspace = nullptr;
+  }
   tile_selection_cuda(device, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   expect_same_selection(counts_device.download<std::int32_t>(),
@@ -227,33 +301,41 @@ TEST_P(TileSelectionCuda, MatchesCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, TileSelectionCuda,
-    ::testing::Values(SelectionCase{1, 1, 1, 1, 64, 1, false, true},
-                      SelectionCase{2, 3, 96, 96, 128, 10, true, true},
-                      SelectionCase{1, 2, 591, 591, 128, 30, true, true},
-                      SelectionCase{1, 2, 50, 70, 64, 70, false, false},
-                      SelectionCase{1, 1, 80, 20, 64, 5, true, true},
-                      // Tk = 4000: keys of 32 rows exceed shared memory,
-                      // so blocks of 4 query tiles.
-                      SelectionCase{1, 1, 21, 4000, 64, 200, true, true},
-                      SelectionCase{2, 2, 40, 40, 64, 7, false, true, true},
-                      SelectionCase{1, 1, 33, 65, 64, 65, false, false, true},
-                      // Cumulative thresholds on even heads.
-                      SelectionCase{2, 2, 40, 40, 64, 12, false, true, true, 0.5},
-                      SelectionCase{1, 2, 33, 65, 64, 65, false, false, true, 0.9},
-                      SelectionCase{1, 2, 30, 50, 64, 50, false, true, true, 1.0},
-                      SelectionCase{1, 2, 591, 591, 128, 60, true, true, false, 0.9},
-                      SelectionCase{1, 2, 21, 4000, 64, 400, true, true, false, 0.5},
-                      // Diagonal projections ([H, 3, D], the elementwise path).
-                      SelectionCase{2, 3, 96, 96, 128, 10, true, true, false, 0.0, true},
-                      SelectionCase{1, 2, 591, 591, 128, 60, true, true, false, 0.9, true},
-                      SelectionCase{1, 1, 45, 45, 36, 9, true, false, false, 0.0, true}),
+    ::testing::Values(
+        SelectionCase{1, 1, 1, 1, 64, 1, false, true},
+        SelectionCase{2, 3, 96, 96, 128, 10, true, true},
+        SelectionCase{1, 2, 591, 591, 128, 30, true, true},
+        SelectionCase{1, 2, 50, 70, 64, 70, false, false},
+        SelectionCase{1, 1, 80, 20, 64, 5, true, true},
+        // Tk = 4000: keys of 32 rows exceed shared memory,
+        // so blocks of 4 query tiles.
+        SelectionCase{1, 1, 21, 4000, 64, 200, true, true},
+        SelectionCase{2, 2, 40, 40, 64, 7, false, true, true},
+        SelectionCase{1, 1, 33, 65, 64, 65, false, false, true},
+        // Cumulative thresholds on even heads.
+        SelectionCase{2, 2, 40, 40, 64, 12, false, true, true, 0.5},
+        SelectionCase{1, 2, 33, 65, 64, 65, false, false, true, 0.9},
+        SelectionCase{1, 2, 30, 50, 64, 50, false, true, true, 1.0},
+        SelectionCase{1, 2, 591, 591, 128, 60, true, true, false, 0.9},
+        SelectionCase{1, 2, 21, 4000, 64, 400, true, true, false, 0.5},
+        // Diagonal projections ([H, 3, D], the elementwise path).
+        SelectionCase{2, 3, 96, 96, 128, 10, true, true, false, 0.0, true},
+        SelectionCase{1, 2, 591, 591, 128, 60, true, true, false, 0.9, true},
+        SelectionCase{1, 1, 45, 45, 36, 9, true, false, false, 0.0, true},
+        // Descriptors given (as the plan's gather makes them).
+        SelectionCase{1, 2, 591, 591, 128, 30, true, true, false, 0.0, true, true},
+        SelectionCase{2, 2, 40, 40, 64, 7, false, true, true, 0.5, false, true},
+        // Infinite and huge logits.
+        SelectionCase{1, 2, 70, 70, 64, 9, false, true, true, 0.0, false, false, true},
+        SelectionCase{1, 1, 21, 4000, 64, 200, false, false, true, 0.0, false, false, true}),
     [](const auto& test) {
       const SelectionCase& c = test.param;
       return "b" + std::to_string(c.batch) + "_h" + std::to_string(c.heads) + "_tq" +
              std::to_string(c.q_tiles) + "_tk" + std::to_string(c.k_tiles) + "_d" +
              std::to_string(c.dim) + "_k" + std::to_string(c.budget) +
              (c.projected ? "_projected" : "_meanpool") + (c.keep_own_tile ? "_own" : "") +
-             (c.tied ? "_tied" : "") + (c.diagonal ? "_diagonal" : "") +
+             (c.tied ? "_tied" : "") + (c.diagonal ? "_diagonal" : "") + (c.given ? "_given" : "") +
+             (c.extreme ? "_extreme" : "") +
              (c.threshold > 0.0
                   ? "_cumulative" + std::to_string(static_cast<int>(std::lround(100 * c.threshold)))
                   : "");

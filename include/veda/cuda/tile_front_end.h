@@ -24,10 +24,10 @@ std::size_t tile_selection_workspace_bytes(const TileSelectionParams& params);
 
 // Two kernels, both on tensor cores at float32 accuracy (3xTF32): the projections
 // (B*H*(Tq+Tk) x 3D x D multiply-adds), then per block of 32 query tiles their Tk logits (into
-// shared memory, never to global memory) and each row's top-k, found by a warp bit by bit on
-// the logits' order keys (32 warp-wide counts), written in ascending order (Tk <= 8192, i.e.
-// N <= ~1M tokens). Ties rank the lower tile index first, as the CPU reference does; NaN
-// logits rank last.
+// shared memory, never to global memory) and each row's top-k, found by a warp's search over
+// the logits' order keys (interpolated, a few warp-wide counts a row), written in ascending order
+// (Tk <= 8192, i.e. N <= ~1M tokens). Ties rank the lower tile index first, as the CPU reference
+// does; NaN logits rank last.
 void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream);
 
 }  // namespace veda
