@@ -108,4 +108,44 @@ __device__ __forceinline__ void warp_tile_k16(float (&acc)[kMTiles][2][4],
   }
 }
 
+// The same product with A stored in shared memory in mma fragment order, so that each of A's
+// fragments is one 16-byte load straight into the four registers mma reads (A assembled from
+// row loads costs ~3 register moves per mma). a_fragment_word(r, d) is the 32-bit word of
+// element (row r, channel d) of A's heads; its tail is kTailOffset words further. Per slice
+// (16 channels) and 16-row block m, per step (as in warp_tile_k16) and head/tail: 32 lanes x
+// uint4, lane (g, t) holding A[16m + g][k], A[16m + g + 8][k], A[16m + g][k'], A[16m + g + 8][k']
+// with k, k' the step's channels 4t + 2 step, 4t + 2 step + 1.
+constexpr int kTailOffset = 32 * 4;
+template <int kMTiles>
+__host__ __device__ constexpr int a_fragment_word(int r, int d) {
+  const int slice = d / 16, t = d % 16 / 4, step = d % 4 / 2, second = d % 2;
+  const int m = r / 16, g = r % 8, lower = r % 16 / 8;
+  return ((((slice * kMTiles + m) * 2 + step) * 2) * 32 + 4 * g + t) * 4 + 2 * second + lower;
+}
+
+// acc += A B for one 16-channel slice; `slice` = A's fragments of this slice (a_fragment_word
+// order) offset by the lane; b as in warp_tile_k16. Same products in the same order.
+template <int kMTiles>
+__device__ __forceinline__ void warp_tile_k16_fragments(float (&acc)[kMTiles][2][4],
+                                                        const uint4* slice,
+                                                        const Tf32Split4 (&b)[2]) {
+#pragma unroll
+  for (int step = 0; step < 2; ++step) {
+    const auto first = [&](const uint4& v) { return step == 0 ? v.x : v.z; };
+    const auto second = [&](const uint4& v) { return step == 0 ? v.y : v.w; };
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m) {
+      const uint4 hi = slice[(m * 2 + step) * 2 * 32], lo = slice[(m * 2 + step) * 2 * 32 + 32];
+      const std::uint32_t a_hi[4] = {hi.x, hi.y, hi.z, hi.w};
+      const std::uint32_t a_lo[4] = {lo.x, lo.y, lo.z, lo.w};
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {  // the small terms first
+        mma_tf32(acc[m][n], a_lo, first(b[n].hi), second(b[n].hi));
+        mma_tf32(acc[m][n], a_hi, first(b[n].lo), second(b[n].lo));
+        mma_tf32(acc[m][n], a_hi, first(b[n].hi), second(b[n].hi));
+      }
+    }
+  }
+}
+
 }  // namespace veda::cuda_detail

@@ -15,12 +15,14 @@ constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr unsigned kFullWarp = 0xFFFFFFFFu;
 constexpr std::int64_t kMaxKeyTiles = 8192;  // a block's rows of keys fit in shared memory
 
+using cuda_detail::a_fragment_word;
+using cuda_detail::kTailOffset;
 using cuda_detail::load_slice_rows;
-using cuda_detail::load_split;
 using cuda_detail::split_tf32;
 using cuda_detail::tf32_row_stride;
 using cuda_detail::Tf32Split4;
 using cuda_detail::warp_tile_k16;
+using cuda_detail::warp_tile_k16_fragments;
 
 // Descriptors are stored [B, H, T, D'] with D' = descriptor_width(D) (tile_selection.h), so the
 // logits read whole 16-channel slices of any row with 16-byte loads.
@@ -191,16 +193,14 @@ struct SelectArgs {
 };
 
 // Shared memory of a block of kRows query tiles: their descriptors split into TF32 heads and
-// tails, 2 x [16 kMTiles rows][stride] (rows past kRows zero: blocks of 4 rows still fill one
-// 16-row mma tile), and their logits as order keys [kRows, Tk].
+// tails in mma fragment order (a_fragment_word), 2 x 16 kMTiles rows x D' words (rows past kRows
+// zero: blocks of 4 rows still fill one 16-row mma tile), and their logits as order keys
+// [kRows, Tk].
 template <int kRows>
 struct SelectLayout {
   static constexpr int kMTiles = (kRows + 15) / 16;
-  __host__ __device__ static int stride(std::int64_t width) {
-    return tf32_row_stride(static_cast<int>(width));
-  }
   static std::size_t bytes(std::int64_t width, std::int64_t k_tiles) {
-    return 4 * static_cast<std::size_t>(2 * 16 * kMTiles * stride(width) + kRows * k_tiles);
+    return 4 * static_cast<std::size_t>(2 * 16 * kMTiles * width + kRows * k_tiles);
   }
 };
 
@@ -409,10 +409,8 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   constexpr int kMTiles = Layout::kMTiles;
   extern __shared__ __align__(16) float shared[];
   const int k_tiles = static_cast<int>(args.k_tiles), width = static_cast<int>(args.width);
-  const int stride = Layout::stride(width);
-  const int tails = 16 * kMTiles * stride;
-  auto* q_rows = reinterpret_cast<std::uint32_t*>(shared);  // heads [16 kMTiles, stride], tails
-  auto* keys = reinterpret_cast<unsigned*>(q_rows + 2 * tails);  // [kRows, Tk]
+  auto* q_fragments = reinterpret_cast<std::uint32_t*>(shared);  // 2 x 16 kMTiles x D' words
+  auto* keys = reinterpret_cast<unsigned*>(q_fragments + 2 * 16 * kMTiles * width);  // [kRows, Tk]
   const std::int64_t first = blockIdx.x * std::int64_t{kRows};
   const std::int64_t head = blockIdx.y, batch = blockIdx.z, heads = gridDim.y;
   const std::int64_t head_row = batch * heads + head;
@@ -421,17 +419,16 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   const float* k = args.k_hat + head_row * args.k_tiles * width;
   for (int e = threadIdx.x; e < 16 * kMTiles * width; e += kThreads) {
     const int r = e / width, d = e % width;
-    split_tf32(r < rows ? q[r * width + d] : 0.0f, q_rows[r * stride + d],
-               q_rows[tails + r * stride + d]);
+    const int word = a_fragment_word<kMTiles>(r, d);
+    split_tf32(r < rows ? q[r * width + d] : 0.0f, q_fragments[word],
+               q_fragments[word + kTailOffset]);
   }
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const auto* fragments = reinterpret_cast<const uint4*>(q_fragments) + lane;
   for (int key0 = 16 * warp; key0 < k_tiles; key0 += 16 * kWarps) {
     float acc[kMTiles][2][4] = {};
-    const std::uint32_t* a_rows[2 * kMTiles];
     const float* b_rows[2];
-#pragma unroll
-    for (int i = 0; i < 2 * kMTiles; ++i) a_rows[i] = q_rows + (g + 8 * i) * stride + 4 * t;
 #pragma unroll
     for (int n = 0; n < 2; ++n) {  // rows past Tk read the last key tile; never stored
       b_rows[n] = k + static_cast<std::int64_t>(min(key0 + g + 8 * n, k_tiles - 1)) * width + 4 * t;
@@ -441,9 +438,8 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
     load_slice_rows(b, b_rows, 0);
     for (int d0 = 0; d0 < width; d0 += 16) {
       if (d0 + 16 < width) load_slice_rows(b_next, b_rows, d0 + 16);
-      Tf32Split4 a[2 * kMTiles];
-      load_split(a, a_rows, d0, tails);
-      warp_tile_k16<kMTiles>(acc, a, {split_tf32(b[0]), split_tf32(b[1])});
+      warp_tile_k16_fragments<kMTiles>(acc, fragments + d0 / 16 * kMTiles * 4 * 32,
+                                       {split_tf32(b[0]), split_tf32(b[1])});
       b[0] = b_next[0], b[1] = b_next[1];
     }
 #pragma unroll
