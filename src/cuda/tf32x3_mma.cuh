@@ -54,18 +54,6 @@ __device__ __forceinline__ void load_slice_rows(float4 (&values)[kRows],
   for (int i = 0; i < kRows; ++i) values[i] = *reinterpret_cast<const float4*>(rows[i] + offset);
 }
 
-// The same from rows stored split: heads at rows[i] + offset, tails `tails` words further.
-template <int kRows>
-__device__ __forceinline__ void load_split(Tf32Split4 (&values)[kRows],
-                                           const std::uint32_t* const (&rows)[kRows], int offset,
-                                           int tails) {
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    values[i].hi = *reinterpret_cast<const uint4*>(rows[i] + offset);
-    values[i].lo = *reinterpret_cast<const uint4*>(rows[i] + tails + offset);
-  }
-}
-
 // c[16 x 8] += a[16 x 8] b[8 x 8], TF32 inputs, float32 accumulators.
 __device__ __forceinline__ void mma_tf32(float (&c)[4], const std::uint32_t (&a)[4],
                                          std::uint32_t b0, std::uint32_t b1) {
@@ -81,7 +69,7 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const std::uint32_t (&a)
 //   acc[m][n][0..3] = C[16m + g][8n + 2t], C[16m + g][8n + 2t + 1],
 //                     C[16m + g + 8][8n + 2t], C[16m + g + 8][8n + 2t + 1].
 // a[i]: channels 4t..4t+3 of the slice in this lane's row g + 8 i of A (i < 2 kMTiles); b[n]:
-// the same channels of its row g + 8 n of B^T; both split (load_split).
+// the same channels of its row g + 8 n of B^T; both split (split_tf32).
 template <int kMTiles>
 __device__ __forceinline__ void warp_tile_k16(float (&acc)[kMTiles][2][4],
                                               const Tf32Split4 (&a)[2 * kMTiles],
