@@ -64,6 +64,19 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const std::uint32_t (&a)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// c += a b at float32 accuracy for one mma step: a_lo b_hi + a_hi b_lo + a_hi b_hi, the small
+// terms first. Step 0 takes b's channels 4t, 4t + 1 (components x, y) as k = t, t + 4; step 1
+// z and w.
+__device__ __forceinline__ void mma_3xtf32(float (&c)[4], const std::uint32_t (&a_hi)[4],
+                                           const std::uint32_t (&a_lo)[4], const Tf32Split4& b,
+                                           int step) {
+  const std::uint32_t b_hi0 = step == 0 ? b.hi.x : b.hi.z, b_hi1 = step == 0 ? b.hi.y : b.hi.w;
+  const std::uint32_t b_lo0 = step == 0 ? b.lo.x : b.lo.z, b_lo1 = step == 0 ? b.lo.y : b.lo.w;
+  mma_tf32(c, a_lo, b_hi0, b_hi1);
+  mma_tf32(c, a_hi, b_lo0, b_lo1);
+  mma_tf32(c, a_hi, b_hi0, b_hi1);
+}
+
 // acc[m][n] is the 16 x 8 block (rows 16 m.., columns 8 n..) in mma's C layout: lane (g, t) =
 // (lane / 4, lane % 4) holds rows g and g + 8, columns 2t and 2t + 1:
 //   acc[m][n][0..3] = C[16m + g][8n + 2t], C[16m + g][8n + 2t + 1],
@@ -87,11 +100,7 @@ __device__ __forceinline__ void warp_tile_k16(float (&acc)[kMTiles][2][4],
       const std::uint32_t a_lo[4] = {first(upper.lo), first(lower.lo), second(upper.lo),
                                      second(lower.lo)};
 #pragma unroll
-      for (int n = 0; n < 2; ++n) {  // the small terms first
-        mma_tf32(acc[m][n], a_lo, first(b[n].hi), second(b[n].hi));
-        mma_tf32(acc[m][n], a_hi, first(b[n].lo), second(b[n].lo));
-        mma_tf32(acc[m][n], a_hi, first(b[n].hi), second(b[n].hi));
-      }
+      for (int n = 0; n < 2; ++n) mma_3xtf32(acc[m][n], a_hi, a_lo, b[n], step);
     }
   }
 }
@@ -119,19 +128,13 @@ __device__ __forceinline__ void warp_tile_k16_fragments(float (&acc)[kMTiles][2]
                                                         const Tf32Split4 (&b)[2]) {
 #pragma unroll
   for (int step = 0; step < 2; ++step) {
-    const auto first = [&](const uint4& v) { return step == 0 ? v.x : v.z; };
-    const auto second = [&](const uint4& v) { return step == 0 ? v.y : v.w; };
 #pragma unroll
     for (int m = 0; m < kMTiles; ++m) {
       const uint4 hi = slice[(m * 2 + step) * 2 * 32], lo = slice[(m * 2 + step) * 2 * 32 + 32];
       const std::uint32_t a_hi[4] = {hi.x, hi.y, hi.z, hi.w};
       const std::uint32_t a_lo[4] = {lo.x, lo.y, lo.z, lo.w};
 #pragma unroll
-      for (int n = 0; n < 2; ++n) {  // the small terms first
-        mma_tf32(acc[m][n], a_lo, first(b[n].hi), second(b[n].hi));
-        mma_tf32(acc[m][n], a_hi, first(b[n].lo), second(b[n].lo));
-        mma_tf32(acc[m][n], a_hi, first(b[n].hi), second(b[n].hi));
-      }
+      for (int n = 0; n < 2; ++n) mma_3xtf32(acc[m][n], a_hi, a_lo, b[n], step);
     }
   }
 }
