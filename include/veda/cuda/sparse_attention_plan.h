@@ -17,17 +17,19 @@
 // slicing copies).
 // (O_vv passes through out's dtype before the merge: one extra rounding, <= 2^-8 relative in
 // bf16, on the video part's share of each row.)
-// run launches 7 kernels (6 without reordered_copies; 3 more with text tokens) on the caller's
+// run launches 5 kernels (gathers of q, k and v, selection, attention; 4 without
+// reordered_copies; 2 more for full projections, 3 more with text tokens) on the caller's
 // stream, into the caller's workspace: no allocation and no host synchronisation, so a whole
 // call can be captured in a CUDA graph.
 //
 // Memory per call beyond q, k, v and out (workspace_bytes): the tile-major copies of k and v
-// (2 x 2 B*N*H*D bytes, reordered_copies only), statistics (2 x 4 B*H*T*3D bytes), the
-// selection's scratch and the index (4 B*H*T*(budget + 1) bytes); nothing proportional to N^2.
-// At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128, bf16, 95%): 1.6 GB with the copies,
-// 0.1 GB without. Text tokens add the video rows' dense part over the text keys, O_vt
-// (4 B*N*H*D bytes, over the k and v copies when they exist) and two lse partials (8 B*N*H
-// bytes).
+// (2 x 2 B*N*H*D bytes, reordered_copies only); for q and k each, its descriptors made by the
+// gather (4 B*H*T*D' bytes, D' = D rounded up to 16; diagonal or no projection) or else its
+// statistics (4 B*H*T*3D) and their projection (4 B*H*T*D'); the index (4 B*H*T*(budget + 1)
+// bytes); nothing proportional to N^2. At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128,
+// bf16, 95%, diagonal P): 1.6 GB with the copies, 27 MB without. Text tokens add the video rows'
+// dense part over the text keys, O_vt (4 B*N*H*D bytes, over the k and v copies when they exist)
+// and two lse partials (8 B*N*H bytes).
 #pragma once
 
 #include <cuda_runtime_api.h>
