@@ -126,6 +126,33 @@ TEST_F(SafetensorsTest, RoundTripsEveryDtypeWithMetadata) {
   EXPECT_EQ(listing(), std::vector<std::string>{"all.safetensors"});
 }
 
+TEST_F(SafetensorsTest, HeaderAloneHasNamesDtypesShapesAndMetadataButNoData) {
+  TensorFile original;
+  original.metadata = {{"grid", "3x10x10"}};
+  original.tensors.push_back(make_tensor<float>("a", DType::kF32, {2, 3}, {1, 2, 3, 4, 5, 6}));
+  original.tensors.push_back(make_tensor<std::uint16_t>("b", DType::kBF16, {1, 2}, {1, 2}));
+  const fs::path path = file("header.safetensors");
+  write_safetensors(path, original);
+  const TensorFile header = read_safetensors_header(path);
+  EXPECT_EQ(header.source, path);
+  EXPECT_EQ(header.metadata, original.metadata);
+  ASSERT_EQ(header.tensors.size(), 2u);
+  EXPECT_EQ(header.at("a").dtype, DType::kF32);
+  EXPECT_EQ(header.at("a").shape_str(), "[2, 3]");
+  EXPECT_EQ(header.at("b").dtype, DType::kBF16);
+  EXPECT_EQ(header.at("b").numel(), 2);
+  EXPECT_TRUE(header.at("a").data.empty() && header.at("b").data.empty());
+  // The header's checks are the full reader's: a truncated data section is caught without data.
+  fs::resize_file(path, fs::file_size(path) - 4);
+  try {
+    read_safetensors_header(path);
+    FAIL() << "expected veda::Error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("header.safetensors"), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST_F(SafetensorsTest, HeaderIsPaddedToEightBytesLikeTheReferenceWriter) {
   // What safetensors.numpy.save({"a": np.array([1, 2], np.float32)}) writes: 54 bytes of JSON,
   // two spaces of padding, then the data.

@@ -47,6 +47,11 @@ struct TensorFile {
 
 TensorFile read_safetensors(const std::filesystem::path& path);
 
+// The header alone, with every check read_safetensors makes on it: names, dtypes, shapes, data
+// offsets and metadata; each tensor's data is left empty (for planning over files too large to
+// hold at once).
+TensorFile read_safetensors_header(const std::filesystem::path& path);
+
 // Writes to a temporary file beside `path` and renames it into place, so a failure never leaves
 // a partial or corrupted file at `path`.
 void write_safetensors(const std::filesystem::path& path, const TensorFile& file);

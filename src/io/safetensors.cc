@@ -291,7 +291,9 @@ const Tensor& TensorFile::at(const std::string& name) const {
                name, "'; the file holds ", present.empty() ? std::string("no tensors") : present);
 }
 
-TensorFile read_safetensors(const std::filesystem::path& path) {
+namespace {
+
+TensorFile read_file(const std::filesystem::path& path, bool with_data) {
   const std::string file = path.string();
   std::error_code error;
   const auto status = std::filesystem::status(path, error);
@@ -343,7 +345,7 @@ TensorFile read_safetensors(const std::filesystem::path& path) {
   }
 
   for (Entry& entry : entries) {
-    entry.tensor.data.resize(entry.end - entry.begin);
+    if (with_data) entry.tensor.data.resize(entry.end - entry.begin);
     if (!entry.tensor.data.empty()) {
       in.seekg(static_cast<std::streamoff>(data_start + entry.begin));
       in.read(reinterpret_cast<char*>(entry.tensor.data.data()),
@@ -353,6 +355,14 @@ TensorFile read_safetensors(const std::filesystem::path& path) {
     result.tensors.push_back(std::move(entry.tensor));
   }
   return result;
+}
+
+}  // namespace
+
+TensorFile read_safetensors(const std::filesystem::path& path) { return read_file(path, true); }
+
+TensorFile read_safetensors_header(const std::filesystem::path& path) {
+  return read_file(path, false);
 }
 
 void write_safetensors(const std::filesystem::path& path, const TensorFile& file) {

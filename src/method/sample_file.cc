@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "veda/error.h"
 
@@ -30,11 +31,10 @@ const Tensor& qkv_tensor(const TensorFile& file, const std::string& name) {
   return *tensor;
 }
 
-}  // namespace
-
-SampleFile read_sample_file(const std::filesystem::path& path, std::optional<Grid> grid_override) {
+SampleFile sample_from(TensorFile file, const std::filesystem::path& path,
+                       std::optional<Grid> grid_override) {
   SampleFile sample;
-  sample.file = read_safetensors(path);
+  sample.file = std::move(file);
   const std::string name = path.string();
   const Tensor& q = qkv_tensor(sample.file, "q");
   const Tensor& k = qkv_tensor(sample.file, "k");
@@ -69,6 +69,7 @@ SampleFile read_sample_file(const std::filesystem::path& path, std::optional<Gri
   }
   // A NaN or infinity would turn every oracle map and the fitted estimator into NaN.
   for (const Tensor* tensor : {&q, &k, &v}) {
+    if (tensor->data.empty()) continue;  // header only
     for (std::int64_t i = 0; i < tensor->numel(); ++i) {
       const float value = load_as_float(tensor->data.data(), tensor->dtype, i);
       VEDA_CHECK(std::isfinite(value), name, ": ", tensor->name, " holds a non-finite value (",
@@ -76,13 +77,24 @@ SampleFile read_sample_file(const std::filesystem::path& path, std::optional<Gri
     }
   }
   auto view = [](const Tensor& t) {
-    return TokensView::contiguous(t.data.data(), t.dtype, t.shape[0], t.shape[1], t.shape[2],
-                                  t.shape[3]);
+    return TokensView::contiguous(t.data.empty() ? nullptr : t.data.data(), t.dtype, t.shape[0],
+                                  t.shape[1], t.shape[2], t.shape[3]);
   };
   sample.q = view(q);
   sample.k = view(k);
   sample.v = view(v);
   return sample;
+}
+
+}  // namespace
+
+SampleFile read_sample_file(const std::filesystem::path& path, std::optional<Grid> grid_override) {
+  return sample_from(read_safetensors(path), path, grid_override);
+}
+
+SampleFile read_sample_header(const std::filesystem::path& path,
+                              std::optional<Grid> grid_override) {
+  return sample_from(read_safetensors_header(path), path, grid_override);
 }
 
 }  // namespace veda::method

@@ -131,6 +131,24 @@ TEST_F(MethodCli, CalibrateDeviceOptionAndOracleTiming) {
   }
 }
 
+TEST_F(MethodCli, CalibrateReadsLayerByLayerAfterCheckingEveryHeader) {
+  write_sample("layer1.safetensors", 1, "2x16x16", "1");
+  write_sample("layer0.safetensors", 2, "2x16x16", "0");
+  const CommandResult two = run("calibrate --in " + file("layer1.safetensors") + " " +
+                                file("layer0.safetensors") + " --steps 5 --out " + file("p.json"));
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  const Profile profile = read_profile(file("p.json"));
+  EXPECT_EQ(profile.layer(0).heads.size(), 8u);
+  EXPECT_EQ(profile.layer(1).heads.size(), 8u);
+  EXPECT_LT(two.out.find("layer 0:"), two.out.find("layer 1:")) << two.out;
+  // A bad file of a later layer stops the command before any layer is calibrated.
+  write_sample("bad.safetensors", 3, "", "2");
+  const CommandResult bad = run("calibrate --in " + file("layer0.safetensors") + " " +
+                                file("bad.safetensors") + " --out " + file("q.json"));
+  expect_failure(bad, "bad.safetensors: no \"grid\" in the metadata", file("q.json"));
+  EXPECT_EQ(bad.out.find("layer 0:"), std::string::npos) << bad.out;
+}
+
 TEST_F(MethodCli, CalibrateRejectsSampleWithoutGrid) {
   write_sample("a.safetensors", 1, "");
   expect_failure(run("calibrate --in " + file("a.safetensors") + " --out " + file("p.json")),

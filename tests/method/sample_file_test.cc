@@ -94,6 +94,25 @@ TEST_F(SampleFiles, NonFiniteValue) {
   expect_error("k holds a non-finite value (nan) at element 77");
 }
 
+TEST_F(SampleFiles, HeaderAloneGivesGridLayerAndShapesWithoutData) {
+  write({{"grid", "2x4x8"}, {"layer", "5"}});
+  const SampleFile header = read_sample_header(path_);
+  EXPECT_EQ(header.grid.str(), "2x4x8");
+  EXPECT_EQ(header.layer.value(), 5);
+  EXPECT_EQ(header.q.tokens, 64);
+  EXPECT_EQ(header.q.dim, 8);
+  EXPECT_EQ(header.q.data, nullptr);
+  EXPECT_EQ(header.v.data, nullptr);
+  write({{"grid", "2x4x4"}});  // the header's checks are read_sample_file's
+  try {
+    read_sample_header(path_);
+    FAIL() << "expected veda::Error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("holds 32 tokens but q has N = 64"), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST_F(SampleFiles, MissingFile) { expect_error(path_.filename().string()); }
 
 }  // namespace

@@ -3,9 +3,10 @@
 // Reads captured q, k, v [B, N, H, D] per layer (grid and layer in each file's __metadata__, see
 // veda/method/sample_file.h), runs the head-aware tile search and the distillation of every head's
 // estimator per layer (veda/method/calibration.h), and writes the profile JSON with the estimator
-// parameters in PROFILE.estimator.safetensors beside it. Everything is read and checked before any
-// work; files are written only at the end, atomically. The oracle work (lse, tile heat and mass
-// per candidate shape, dense and masked outputs) runs on the GPU when one is present
+// parameters in PROFILE.estimator.safetensors beside it. Every file's header is read and checked
+// before any work (its elements' finiteness when its layer is read); one layer's files are in
+// memory at a time; files are written only at the end, atomically. The oracle work (lse, tile heat
+// and mass per candidate shape, dense and masked outputs) runs on the GPU when one is present
 // (--device auto|cpu|cuda, veda/method/oracle_backend.h); each layer's line says how long it took.
 #include <unistd.h>
 
@@ -74,18 +75,21 @@ void run_calibrate(const CalibrateOptions& options) {
   VEDA_CHECK(out_dir.empty() || std::filesystem::is_directory(out_dir), "--out ", options.out,
              ": directory ", out_dir.string(), " does not exist");
 
-  // Samples grouped by layer (metadata "layer", default 0), in command-line order.
-  std::vector<method::SampleFile> files;
-  files.reserve(options.in.size());
-  std::map<std::int64_t, std::vector<method::CalibrationSample>> layers;
+  // Every file's header is checked before any work, and the files grouped by layer (metadata
+  // "layer", default 0) in command-line order; then one layer's samples at a time are held in
+  // memory (a Wan2.1-14B 720p capture is 2.3 GB: a model's captures rarely fit at once).
+  std::map<std::int64_t, std::vector<std::string>> layers;
+  std::int64_t head_dim = 0;
   for (const std::string& path : options.in) {
-    files.push_back(method::read_sample_file(path, grid));
-    const method::SampleFile& file = files.back();
-    layers[file.layer.value_or(0)].push_back({file.grid, file.q, file.k, file.v});
+    const method::SampleFile header = method::read_sample_header(path, grid);
+    if (head_dim == 0) head_dim = header.q.dim;
+    VEDA_CHECK(header.q.dim == head_dim, path, ": head dim ", header.q.dim, " but ",
+               options.in.front(), " has ", head_dim, "; a profile has one head dim");
+    layers[header.layer.value_or(0)].push_back(path);
   }
   // The oracle's device, decided (and a GPU asked for but missing reported) before any work.
-  const method::OracleDeviceChoice device = method::resolve_oracle_device(
-      requested, method::available_oracle_devices(), files.front().q.dim);
+  const method::OracleDeviceChoice device =
+      method::resolve_oracle_device(requested, method::available_oracle_devices(), head_dim);
   const std::unique_ptr<method::OracleBackend> backend = method::make_oracle_backend(device.device);
   std::cout << "oracle on " << backend->name() << " (--device " << options.device << ": "
             << device.reason << ")\n";
@@ -107,12 +111,20 @@ void run_calibrate(const CalibrateOptions& options) {
 
   method::Profile profile;
   profile.model = options.model;
-  profile.head_dim = files.front().q.dim;
+  profile.head_dim = head_dim;
   method::ProgressBar bar(std::cerr, isatty(STDERR_FILENO) != 0);
   std::cout.flush();
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  for (const auto& [layer, samples] : layers) {
+  for (const auto& [layer, paths] : layers) {
+    std::vector<method::SampleFile> files;
+    files.reserve(paths.size());
+    std::vector<method::CalibrationSample> samples;
+    for (const std::string& path : paths) {
+      files.push_back(method::read_sample_file(path, grid));
+      const method::SampleFile& file = files.back();
+      samples.push_back({file.grid, file.q, file.k, file.v});
+    }
     std::cout << "layer " << layer << ": " << samples.size() << " sample file(s)\n";
     std::cout.flush();
     const auto layer_start = Clock::now();

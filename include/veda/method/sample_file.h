@@ -26,4 +26,9 @@ struct SampleFile {
 SampleFile read_sample_file(const std::filesystem::path& path,
                             std::optional<Grid> grid_override = std::nullopt);
 
+// The same from the file's header alone (read_safetensors_header): every check but the elements'
+// finiteness; q, k, v's data pointers are null.
+SampleFile read_sample_header(const std::filesystem::path& path,
+                              std::optional<Grid> grid_override = std::nullopt);
+
 }  // namespace veda::method
