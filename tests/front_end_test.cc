@@ -128,6 +128,15 @@ TEST(TileSelection, EstimatorMethodNeedsEveryHeadsProjections) {
   EXPECT_EQ(parse_mask_method("veda"), MaskMethod::kEstimator);
 }
 
+// tile_selection_cpu's indices [B*H*Tq, budget] for params (its outputs set here).
+std::vector<std::int32_t> selected_indices(TileSelectionParams params) {
+  std::vector<std::int32_t> counts(params.batch * params.heads * params.q_tiles);
+  std::vector<std::int32_t> indices(counts.size() * params.budget);
+  params.counts = counts.data(), params.indices = indices.data();
+  tile_selection_cpu(params);
+  return indices;
+}
+
 TEST(TileSelection, DiagonalProjectionSelectsWhatItsFullMatrixSelects) {
   const std::int64_t heads = 2, tiles = 30, dim = 16, budget = 6;
   const auto q_stats = testing::random_matrix(heads * tiles * 3, dim, 10),
@@ -144,10 +153,7 @@ TEST(TileSelection, DiagonalProjectionSelectsWhatItsFullMatrixSelects) {
     params.diagonal_projection = diagonal;
     params.batch = 1, params.heads = heads, params.q_tiles = tiles, params.k_tiles = tiles;
     params.dim = dim, params.scale = 0.25f, params.budget = budget;
-    std::vector<std::int32_t> counts(heads * tiles), indices(counts.size() * budget);
-    params.counts = counts.data(), params.indices = indices.data();
-    tile_selection_cpu(params);
-    return indices;
+    return selected_indices(params);
   };
   const auto diagonal = select(q_diagonal.data(), k_diagonal.data(), true);
   EXPECT_EQ(diagonal, select(q_full.data(), k_full.data(), false));
@@ -207,10 +213,7 @@ TEST(TileSelection, DescriptorsFromTheGatherSelectWhatTheirStatisticsSelect) {
       params.diagonal_projection = true, params.global_head = global_head.data();
       params.batch = 1, params.heads = heads, params.q_tiles = tiles, params.k_tiles = tiles;
       params.dim = dim, params.scale = 0.2f, params.budget = budget;
-      std::vector<std::int32_t> counts(heads * tiles), indices(counts.size() * budget);
-      params.counts = counts.data(), params.indices = indices.data();
-      tile_selection_cpu(params);
-      return indices;
+      return selected_indices(params);
     };
     EXPECT_EQ(select(true), select(false));
   }
