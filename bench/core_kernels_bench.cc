@@ -27,6 +27,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -91,13 +92,20 @@ double median_ms(const std::function<void()>& run) {
   return median(times);
 }
 
-// Medians of `a` and of `b` timed alternately, 11 times each: for a difference of two long
-// calls without the clock drift between two separate series. Each timing starts behind ~0.3 ms
-// of queued GPU work (a memset of 1 GB), so that, as inside a model's forward pass, the call's
-// host-side preparation overlaps the GPU rather than delaying its first launch.
+// GPU work queued ahead of a timing (a memset of `busy_bytes`, ~0.3 ms a GB), so that, as inside
+// a model's forward pass, a call's host-side preparation overlaps the GPU rather than delaying
+// its first launch.
+std::size_t busy_bytes() {
+  const char* gigabytes = std::getenv("VEDA_BENCH_BUSY_GB");
+  return (gigabytes != nullptr ? std::strtoull(gigabytes, nullptr, 10) : 1) << 30;
+}
+
+// Medians of `a` and of `b` timed alternately, 11 times each, each behind busy_bytes() of
+// queued memset: for a difference of two long calls without the clock drift between two
+// separate series.
 std::pair<double, double> paired_median_ms(const std::function<void()>& a,
                                            const std::function<void()>& b) {
-  constexpr std::size_t kBusyBytes = std::size_t{1} << 30;
+  const std::size_t kBusyBytes = busy_bytes();
   void* busy = nullptr;
   check(cudaMalloc(&busy, kBusyBytes));
   const auto queued = [&](const std::function<void()>& run) {
@@ -112,6 +120,25 @@ std::pair<double, double> paired_median_ms(const std::function<void()>& a,
   }
   check(cudaFree(busy));
   return {median(times_a), median(times_b)};
+}
+
+// Median host time of enqueueing `run` (microseconds, 11 calls), each behind ~1 ms of queued
+// memset so that no launch waits for room in the queue.
+double host_enqueue_us(const std::function<void()>& run) {
+  constexpr std::size_t kBusyBytes = std::size_t{3} << 30;
+  void* busy = nullptr;
+  check(cudaMalloc(&busy, kBusyBytes));
+  std::vector<double> times;
+  for (int repeat = 0; repeat < 11; ++repeat) {
+    check(cudaMemsetAsync(busy, 0, kBusyBytes));
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    const std::chrono::duration<double, std::micro> host = std::chrono::steady_clock::now() - start;
+    times.push_back(host.count());
+    check(cudaDeviceSynchronize());
+  }
+  check(cudaFree(busy));
+  return median(times);
 }
 
 struct Size {
@@ -225,8 +252,8 @@ int main() {
     const double diagonal_ms = median_ms([&] { veda::tile_selection_cuda(select, nullptr); });
     std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "select-diag", diagonal_ms,
                 static_cast<long long>(select.budget));
-    // The plan's front end with diagonal P: q and k gathered straight into descriptors (no
-    // statistics in memory), then the selection on them.
+    // The plan's front end with diagonal P: q and k gathered by one launch straight into
+    // descriptors (no statistics in memory), then the selection on them.
     const std::size_t descriptor_floats =
         static_cast<std::size_t>(heads * tiles * veda::descriptor_width(kDim));
     float* descriptors[2] = {device_alloc<float>(descriptor_floats * 4),
@@ -234,13 +261,14 @@ int main() {
     veda::TileSelectionParams fused = select;
     fused.q_descriptors = descriptors[0], fused.k_descriptors = descriptors[1];
     const double front_ms = median_ms([&] {
+      veda::TileGatherParams gathers[2];
       void* inputs[2] = {q, k};
       for (int x = 0; x < 2; ++x) {
-        veda::TileGatherParams gather{view(inputs[x]), order_device,  2, group_device, nullptr,
-                                      nullptr,         descriptors[x]};
-        gather.diagonal_projection = diagonal_device;
-        veda::tile_gather_cuda(gather, nullptr);
+        gathers[x] = {view(inputs[x]), order_device,  2, group_device, nullptr,
+                      nullptr,         descriptors[x]};
+        gathers[x].diagonal_projection = diagonal_device;
       }
+      veda::tile_gather_cuda(gathers, nullptr);
       veda::tile_selection_cuda(fused, nullptr);
     });
     std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "front-diag", front_ms,
@@ -345,15 +373,18 @@ int main() {
       // The plan's front end (everything but the attention kernel): the plan and its kernel
       // alone on the same lists (select-diag's), timed alternately.
       const veda::AttentionParams& kernel = copies ? kv_copies_kernel : rows_kernel;
-      const auto [with_ms, alone_ms] = paired_median_ms(
-          [&] {
-            plan.run(view(q), view(k), view(v), out, nullptr, workspace, plan.workspace_bytes(),
-                     nullptr);
-          },
-          [&] { veda::attention_cuda(kernel, nullptr); });
+      const auto run_plan = [&] {
+        plan.run(view(q), view(k), view(v), out, nullptr, workspace, plan.workspace_bytes(),
+                 nullptr);
+      };
+      const auto run_kernel = [&] { veda::attention_cuda(kernel, nullptr); };
+      const auto [with_ms, alone_ms] = paired_median_ms(run_plan, run_kernel);
       std::snprintf(label, sizeof(label), "front%s", copies ? "" : "-rows");
       std::printf("%-26s %-11s %10.2f ms = %.1f%% of the kernel alone (%.2f ms)\n", size.name,
                   label, with_ms - alone_ms, 100 * (with_ms - alone_ms) / alone_ms, alone_ms);
+      const double plan_us = host_enqueue_us(run_plan), kernel_us = host_enqueue_us(run_kernel);
+      std::printf("%-26s %-11s %7.0f us to enqueue the plan, %.0f us the kernel alone\n", size.name,
+                  copies ? "host" : "host-rows", plan_us, kernel_us);
     }
     check(cudaDeviceSynchronize());
     for (void* pointer : allocations) check(cudaFree(pointer));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -248,17 +249,20 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
 
   // Per-tile statistics or descriptors of q and k, and tile-major copies of k and v when the
   // plan makes them (attention reads q, else q, k and v, in tile-major order through order_).
+  // One launch for all of them.
   const auto gather = [&](const TokensView& x, void* x_tiled, float* stats, float* descriptors,
                           const float* projection) {
     TileGatherParams params{x, order_, groups_, head_group_, x_tiled, stats, descriptors};
     if (descriptors != nullptr) {
       params.diagonal_projection = projection, params.global_head = global_head_;
     }
-    tile_gather_cuda(params, stream);
+    return params;
   };
-  gather(q_video, nullptr, w.q_stats, w.q_descriptors, s.q_projection);
-  gather(k_video, w.k_tiled, w.k_stats, w.k_descriptors, s.k_projection);
-  if (s.reordered_copies) gather(v_video, w.v_tiled, nullptr, nullptr, nullptr);
+  const TileGatherParams gathers[] = {
+      gather(q_video, nullptr, w.q_stats, w.q_descriptors, s.q_projection),
+      gather(k_video, w.k_tiled, w.k_stats, w.k_descriptors, s.k_projection),
+      gather(v_video, w.v_tiled, nullptr, nullptr, nullptr)};
+  tile_gather_cuda(std::span(gathers, s.reordered_copies ? 3 : 2), stream);
 
   TileSelectionParams selection;
   selection.batch = s.batch, selection.heads = s.heads;

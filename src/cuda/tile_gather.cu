@@ -1,5 +1,7 @@
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
+#include <span>
 
 #include "attention/hopper_ptx.cuh"
 #include "element_type.cuh"
@@ -39,6 +41,25 @@ struct GatherArgs {
   const std::int32_t* global_head;
 };
 
+// Up to three tensors of one shape gathered by one launch (grid z = tensor * B + batch): q, k
+// and v share the order, so one launch saves the kernel boundaries between them.
+constexpr int kMaxGatherTensors = 3;
+
+struct GatherLaunch {
+  GatherArgs tensor[kMaxGatherTensors];
+  int count;
+};
+
+// The block's tensor and batch item. The arguments are picked by selects, not by indexing the
+// parameter array (which would copy it to local memory).
+__device__ __forceinline__ GatherArgs block_tensor(const GatherLaunch& launch,
+                                                   std::int64_t& batch) {
+  const int batches = static_cast<int>(gridDim.z) / launch.count;
+  const int t = static_cast<int>(blockIdx.z) / batches;
+  batch = blockIdx.z % batches;
+  return t == 0 ? launch.tensor[0] : t == 1 ? launch.tensor[1] : launch.tensor[2];
+}
+
 // Channel d (< width) of one tile's outputs from its rows' sum, max and min (tile_row =
 // (batch * heads + head) * tiles + tile): the statistics, and the descriptor mean +
 // sum_c feature_c P[c, d] in tile_scoring.h's order (zero past D).
@@ -77,11 +98,13 @@ __device__ __forceinline__ void store_tile_channel(const GatherArgs& args, std::
 // sum, max and min of its kVector channels, and the groups' partials are combined in shared
 // memory. Memory-bound: N*H*D elements in, as many out (tile-major), plus 3*D floats per tile.
 template <typename Element, int kVector>
-__global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherArgs args) {
+__global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherLaunch launch) {
   using Row = Pack<Element, kVector>;
   extern __shared__ float partial[];  // [groups, 3, D]
   __shared__ std::int32_t source[kTileTokens];
-  const std::int64_t head = blockIdx.x, tile = blockIdx.y, batch = blockIdx.z;
+  std::int64_t batch = 0;
+  const GatherArgs args = block_tensor(launch, batch);
+  const std::int64_t head = blockIdx.x, tile = blockIdx.y;
   const std::int64_t heads = gridDim.x, tiles = gridDim.y;
   const int packs = static_cast<int>(args.dim / kVector);
   const int columns = min(packs, static_cast<int>(blockDim.x));
@@ -156,13 +179,15 @@ __global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherAr
 // (224 KB) in flight, where the register path above keeps 2 x 32 KB. Block (head, tile, batch),
 // one thread per row; rows D * sizeof(Element) bytes, a multiple of 16, 16-byte aligned.
 template <typename Element>
-__global__ void __launch_bounds__(kTileTokens) tile_gather_bulk_kernel(GatherArgs args) {
+__global__ void __launch_bounds__(kTileTokens) tile_gather_bulk_kernel(GatherLaunch launch) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace sm90 = attention_detail::sm90;
   extern __shared__ __align__(128) unsigned char staged_bytes[];  // [rows, D]
   __shared__ __align__(8) std::uint64_t arrived;
   const auto* staged = reinterpret_cast<const Element*>(staged_bytes);
-  const std::int64_t head = blockIdx.x, tile = blockIdx.y, batch = blockIdx.z;
+  std::int64_t batch = 0;
+  const GatherArgs args = block_tensor(launch, batch);
+  const std::int64_t head = blockIdx.x, tile = blockIdx.y;
   const std::int64_t heads = gridDim.x, tiles = gridDim.y, dim = args.dim;
   const std::int64_t begin = tile * kTileTokens;
   const int rows = static_cast<int>(min(std::int64_t{kTileTokens}, args.tokens - begin));
@@ -230,25 +255,42 @@ GatherArgs gather_args(const TileGatherParams& params, int vector) {
           params.global_head};
 }
 
+GatherLaunch gather_launch(std::span<const TileGatherParams> tensors, int vector) {
+  GatherLaunch launch{};
+  launch.count = static_cast<int>(tensors.size());
+  for (int t = 0; t < launch.count; ++t) launch.tensor[t] = gather_args(tensors[t], vector);
+  return launch;
+}
+
+bool any_statistics(std::span<const TileGatherParams> tensors) {
+  return std::any_of(tensors.begin(), tensors.end(), [](const TileGatherParams& params) {
+    return params.stats != nullptr || params.descriptors != nullptr;
+  });
+}
+
+dim3 gather_grid(std::span<const TileGatherParams> tensors) {
+  const TokensView& x = tensors[0].x;
+  return {static_cast<unsigned>(x.heads), static_cast<unsigned>(tile_count(x.tokens)),
+          static_cast<unsigned>(x.batch * static_cast<std::int64_t>(tensors.size()))};
+}
+
 template <typename Element, int kVector>
-void launch(const TileGatherParams& params, cudaStream_t stream) {
-  const TokensView& x = params.x;
-  const GatherArgs args = gather_args(params, kVector);
+void launch(std::span<const TileGatherParams> tensors, cudaStream_t stream) {
+  const TokensView& x = tensors[0].x;
   const auto packs = static_cast<int>(x.dim / kVector);
   const int columns = packs < kGatherThreads ? packs : kGatherThreads;
   const int groups = kGatherThreads / columns;
   const auto partial_bytes =
-      static_cast<std::size_t>(params.stats || params.descriptors ? groups * 3 * x.dim * 4 : 0);
-  const dim3 grid(static_cast<unsigned>(x.heads), static_cast<unsigned>(tile_count(x.tokens)),
-                  static_cast<unsigned>(x.batch));
+      static_cast<std::size_t>(any_statistics(tensors) ? groups * 3 * x.dim * 4 : 0);
   tile_gather_kernel<Element, kVector>
-      <<<grid, static_cast<unsigned>(groups * columns), partial_bytes, stream>>>(args);
+      <<<gather_grid(tensors), static_cast<unsigned>(groups * columns), partial_bytes, stream>>>(
+          gather_launch(tensors, kVector));
 }
 
 // The bulk path where this GPU runs an sm_90+ build of its kernel and a tile fits in 64 KB.
 template <typename Element>
-bool launch_bulk(const TileGatherParams& params, cudaStream_t stream) {
-  const TokensView& x = params.x;
+bool launch_bulk(std::span<const TileGatherParams> tensors, cudaStream_t stream) {
+  const TokensView& x = tensors[0].x;
   const auto tile_bytes = static_cast<std::size_t>(kTileTokens * x.dim) * sizeof(Element);
   if (tile_bytes > 64 * 1024) return false;
   cudaFuncAttributes attributes{};
@@ -262,40 +304,62 @@ bool launch_bulk(const TileGatherParams& params, cudaStream_t stream) {
                                                   static_cast<int>(tile_bytes));
   VEDA_CHECK(status == cudaSuccess, "tile gather needs ", tile_bytes,
              " bytes of shared memory: ", cudaGetErrorString(status));
-  const GatherArgs args = gather_args(params, 1);
-  const dim3 grid(static_cast<unsigned>(x.heads), static_cast<unsigned>(tile_count(x.tokens)),
-                  static_cast<unsigned>(x.batch));
-  tile_gather_bulk_kernel<Element><<<grid, kTileTokens, tile_bytes, stream>>>(args);
+  tile_gather_bulk_kernel<Element>
+      <<<gather_grid(tensors), kTileTokens, tile_bytes, stream>>>(gather_launch(tensors, 1));
   return true;
 }
 
 }  // namespace
 
-void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
-  params.validate();
-  const TokensView& x = params.x;
-  VEDA_CHECK(x.heads <= 2147483647 && tile_count(x.tokens) <= 65535 && x.batch <= 65535,
+void tile_gather_cuda(std::span<const TileGatherParams> tensors, cudaStream_t stream) {
+  VEDA_CHECK(!tensors.empty() && tensors.size() <= kMaxGatherTensors, "tile gather of ",
+             tensors.size(), " tensors in one launch; expected 1 to ", kMaxGatherTensors);
+  const TileGatherParams& first = tensors[0];
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    const TileGatherParams& params = tensors[t];
+    params.validate();
+    const TokensView &x = params.x, &x0 = first.x;
+    VEDA_CHECK(x.batch == x0.batch && x.tokens == x0.tokens && x.heads == x0.heads &&
+                   x.dim == x0.dim && x.dtype == x0.dtype && params.order == first.order &&
+                   params.groups == first.groups && params.head_group == first.head_group,
+               "tile gather of several tensors in one launch: tensor ", t, " is [", x.batch, ", ",
+               x.tokens, ", ", x.heads, ", ", x.dim, "] ", dtype_name(x.dtype), ", tensor 0 [",
+               x0.batch, ", ", x0.tokens, ", ", x0.heads, ", ", x0.dim, "] ", dtype_name(x0.dtype),
+               "; expected one shape, dtype, order and head groups");
+  }
+  const TokensView& x = first.x;
+  VEDA_CHECK(x.heads <= 2147483647 && tile_count(x.tokens) <= 65535 &&
+                 x.batch * static_cast<std::int64_t>(tensors.size()) <= 65535,
              "tile gather grid of ", x.heads, " heads x ", tile_count(x.tokens), " tiles x ",
-             x.batch, " batches exceeds the launch limits (2^31-1 x 65535 x 65535)");
+             x.batch, " batches x ", tensors.size(),
+             " tensors exceeds the launch limits (2^31-1 x 65535 x 65535)");
   VEDA_CHECK(x.dim <= kMaxGatherDim, "tile gather of head dim ", x.dim, "; the GPU path supports ",
              "at most ", kMaxGatherDim);
   cuda_detail::dispatch_floating(x.dtype, [&](auto element) {
     using Element = decltype(element);
-    // Bulk copies (Hopper) or 16-byte loads and stores where every row of x and of the
-    // tile-major copy starts on a 16-byte boundary; element-wise otherwise (strided views, odd
+    // Bulk copies (Hopper) or 16-byte loads and stores where every row of every x and of the
+    // tile-major copies starts on a 16-byte boundary; element-wise otherwise (strided views, odd
     // head dims).
     constexpr int kVector = 16 / sizeof(Element);
-    const bool vectorizable = x.dim % kVector == 0 && x.stride_token % kVector == 0 &&
-                              x.stride_head % kVector == 0 && x.stride_batch % kVector == 0 &&
-                              aligned(x.data, 16) && aligned(params.x_tiled, 16);
+    const bool vectorizable =
+        std::all_of(tensors.begin(), tensors.end(), [](const TileGatherParams& params) {
+          const TokensView& v = params.x;
+          return v.dim % kVector == 0 && v.stride_token % kVector == 0 &&
+                 v.stride_head % kVector == 0 && v.stride_batch % kVector == 0 &&
+                 aligned(v.data, 16) && aligned(params.x_tiled, 16);
+        });
     if (vectorizable) {
-      if (!launch_bulk<Element>(params, stream)) launch<Element, kVector>(params, stream);
+      if (!launch_bulk<Element>(tensors, stream)) launch<Element, kVector>(tensors, stream);
     } else {
-      launch<Element, 1>(params, stream);
+      launch<Element, 1>(tensors, stream);
     }
   });
   const cudaError_t status = cudaGetLastError();
   VEDA_CHECK(status == cudaSuccess, "tile gather launch failed: ", cudaGetErrorString(status));
+}
+
+void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream) {
+  tile_gather_cuda(std::span<const TileGatherParams>(&params, 1), stream);
 }
 
 }  // namespace veda

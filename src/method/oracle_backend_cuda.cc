@@ -226,8 +226,9 @@ class CudaOracleBackend final : public OracleBackend {
     for (std::size_t p = 0; p < passes; ++p) {
       const std::int32_t* order = orders_device + first_group[p] * tokens_;
       const std::int32_t* group = groups_device + p * heads_;
-      tile_gather_cuda({frame(q_.get()), order, group_count[p], group, q_tiled, nullptr}, stream_);
-      tile_gather_cuda({frame(k_.get()), order, group_count[p], group, k_tiled, nullptr}, stream_);
+      const TileGatherParams gathers[] = {{frame(q_.get()), order, group_count[p], group, q_tiled},
+                                          {frame(k_.get()), order, group_count[p], group, k_tiled}};
+      tile_gather_cuda(gathers, stream_);
       poison(lse_tiled, lse_bytes());
       permute_lse_cuda(lse_.get<float>(), order, group, heads_, tokens_, lse_tiled, stream_);
       OracleParams params{tiled(q_tiled), tiled(k_tiled), scale_};
@@ -290,9 +291,10 @@ class CudaOracleBackend final : public OracleBackend {
     void* q_tiled = q_tiled_.reserve(operand_bytes(), "tile-major q");
     void* k_tiled = k_tiled_.reserve(operand_bytes(), "tile-major k");
     void* v_tiled = v_tiled_.reserve(operand_bytes(), "tile-major v");
-    tile_gather_cuda({frame(q_.get()), order_device, 1, nullptr, q_tiled, nullptr}, stream_);
-    tile_gather_cuda({frame(k_.get()), order_device, 1, nullptr, k_tiled, nullptr}, stream_);
-    tile_gather_cuda({frame(v_.get()), order_device, 1, nullptr, v_tiled, nullptr}, stream_);
+    const TileGatherParams gathers[] = {{frame(q_.get()), order_device, 1, nullptr, q_tiled},
+                                        {frame(k_.get()), order_device, 1, nullptr, k_tiled},
+                                        {frame(v_.get()), order_device, 1, nullptr, v_tiled}};
+    tile_gather_cuda(gathers, stream_);
     auto* out = sparse_out_.reserve<float>(output_bytes(), "masked output");
     poison(out, output_bytes());
     const BlockIndexView view{counts, indices, 1, heads_, tiles_, tiles_, index.budget};

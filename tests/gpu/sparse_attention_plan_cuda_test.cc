@@ -82,6 +82,7 @@ Reference reference_run(const SparseLayerSettings& s, const std::vector<float>& 
   selection.q_stats = q_stats.data(), selection.k_stats = k_stats.data();
   selection.q_projection = projection_q.empty() ? nullptr : projection_q.data();
   selection.k_projection = projection_k.empty() ? nullptr : projection_k.data();
+  selection.diagonal_projection = s.diagonal_projection;
   selection.global_head = s.global_head.empty() ? nullptr : s.global_head.data();
   selection.batch = s.batch, selection.heads = s.heads, selection.q_tiles = tiles;
   selection.k_tiles = tiles, selection.dim = dim, selection.budget = index.budget;
@@ -121,6 +122,7 @@ struct PlanCase {
   bool projected;
   std::vector<double> thresholds = {};  // per head, or none
   bool reordered_copies = true;
+  bool diagonal_projection = false;  // where projected
 };
 
 void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }  // not its bytes
@@ -145,8 +147,11 @@ LayerInputs random_layer(SparseLayerSettings& settings, std::size_t elements, bo
   const std::int64_t global_heads = settings.heads + 1, dim = settings.dim;
   if (projected) {
     for (auto* p : {&in.projection_q, &in.projection_k}) {
-      p->resize(static_cast<std::size_t>(global_heads * 3 * dim * dim));
-      for (float& value : *p) value = 0.02f * normal(generator);
+      // P [3D, D] per head, or its diagonals [3, D] (larger: each is one term of a channel).
+      const std::int64_t columns = settings.diagonal_projection ? 1 : dim;
+      p->resize(static_cast<std::size_t>(global_heads * 3 * dim * columns));
+      for (float& value : *p)
+        value = (settings.diagonal_projection ? 0.5f : 0.02f) * normal(generator);
     }
   }
   for (std::int64_t h = 0; h < settings.heads; ++h) {
@@ -165,6 +170,7 @@ TEST_P(SparseAttentionPlanCuda, MatchesTheCpuComposition) {
   SparseLayerSettings settings = layer(c.grid, c.batch, c.heads, dim, c.tiles, c.sparsity);
   settings.head_thresholds = c.thresholds;
   settings.reordered_copies = c.reordered_copies;
+  settings.diagonal_projection = c.diagonal_projection;
   const LayerInputs in =
       random_layer(settings, elements, c.projected, static_cast<std::uint32_t>(tokens + dim));
   const auto& [inputs, projection_q, projection_k] = in;
@@ -209,6 +215,19 @@ Case without_copies(Case c, const char* name) {
 
 const PlanCase kTwoShapesEstimator{
     "TwoShapesEstimator", 2, {3, 10, 21}, 3, 64, {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}}, 0.9, true};
+// 7 heads of 5 shapes: the front end's head chunks come out uneven (3, 3, 1 per batch item).
+const PlanCase kSevenHeadsDiagonal{
+    "SevenHeadsDiagonal",
+    2,
+    {3, 10, 21},
+    7,
+    64,
+    {{1, 8, 16}, {4, 4, 8}, {1, 8, 16}, {2, 8, 8}, {8, 4, 4}, {4, 4, 8}, {1, 4, 32}},
+    0.8,
+    true,
+    {},
+    true,
+    true};
 const PlanCase kWanLikeRows{"WanLikeRows",          1,    {5, 45, 16}, 2, 128,
                             {{2, 8, 8}, {8, 4, 4}}, 0.95, true};
 
@@ -217,7 +236,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         PlanCase{"OneShapeMeanPool", 1, {4, 16, 16}, 2, 128, {{1, 8, 16}}, 0.75, false},
         kTwoShapesEstimator, kWanLikeRows, without_copies(kWanLikeRows, "WanLikeRowsNoCopies"),
-        without_copies(kTwoShapesEstimator, "TwoShapesEstimatorNoCopies"),
+        without_copies(kTwoShapesEstimator, "TwoShapesEstimatorNoCopies"), kSevenHeadsDiagonal,
+        without_copies(kSevenHeadsDiagonal, "SevenHeadsDiagonalNoCopies"),
         // Head 0 keeps the fewest tiles holding 70% of the estimated mass (at most the budget).
         PlanCase{
             "CumulativeThreshold", 2, {3, 10, 21}, 2, 64, {{1, 8, 16}}, 0.5, true, {0.7, 0.0}}),

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <iterator>
 #include <numeric>
 #include <random>
 #include <span>
 #include <string>
 
+#include "../expect_error.h"
 #include "cuda_test_util.h"
 #include "veda/block_index.h"
 #include "veda/cuda/tile_front_end.h"
@@ -22,6 +24,7 @@ namespace veda {
 namespace {
 
 using testing::DeviceBuffer;
+using testing::expect_error_naming;
 using testing::has_gpu;
 
 std::vector<float> normal_values(std::size_t count, std::uint32_t seed, float scale = 1.0f) {
@@ -99,6 +102,66 @@ TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
     for (std::size_t n = 0; n < descriptors.size(); ++n) {
       ASSERT_NEAR(got_descriptors[n], descriptors[n], 4e-5f * (1.0f + std::abs(descriptors[n])))
           << "element " << n << (projected ? ", diagonal P" : ", no projection");
+    }
+  }
+}
+
+// q, k and v in one launch (the plan's): descriptors of q, the copy and descriptors of k, the
+// copy of v, each against its own CPU gather.
+TEST_P(TileGatherCuda, GathersThreeTensorsInOneLaunch) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  const auto [batch, grid, heads, dim] = GetParam();
+  const std::int64_t tokens = grid.tokens(), tiles = tile_count(tokens);
+  const auto elements = static_cast<std::size_t>(batch * tokens * heads * dim);
+  const auto descriptor_floats =
+      static_cast<std::size_t>(batch * heads * tiles * descriptor_width(dim));
+  std::vector<std::int32_t> order = tile_major_order(grid, {2, 8, 8});
+  const std::vector<std::int32_t> second = tile_major_order(grid, {8, 4, 4});
+  order.insert(order.end(), second.begin(), second.end());
+  std::vector<std::int32_t> head_group(static_cast<std::size_t>(heads));
+  for (std::int64_t h = 0; h < heads; ++h) head_group[h] = static_cast<std::int32_t>(h % 2);
+  const auto diagonal = normal_values(static_cast<std::size_t>(heads * 3 * dim), 7, 0.5f);
+  const DeviceBuffer order_device(order), group_device(head_group), diagonal_device(diagonal);
+
+  std::vector<std::vector<std::uint16_t>> x(3, std::vector<std::uint16_t>(elements));
+  std::vector<std::vector<std::uint16_t>> tiled(3);
+  std::vector<std::vector<float>> descriptors(3);
+  std::deque<DeviceBuffer> x_device, tiled_device, descriptors_device;  // not movable
+  TileGatherParams cpu[3], gpu[3];
+  for (int t = 0; t < 3; ++t) {
+    const auto values = normal_values(elements, 10 + t);
+    for (std::size_t n = 0; n < elements; ++n) x[t][n] = float_to_bf16(values[n]);
+    if (t > 0) tiled[t].resize(elements);                 // k and v: tile-major copies
+    if (t < 2) descriptors[t].resize(descriptor_floats);  // q and k: descriptors
+    cpu[t] = {TokensView::contiguous(x[t].data(), DType::kBF16, batch, tokens, heads, dim),
+              order.data(), 2, head_group.data()};
+    cpu[t].x_tiled = tiled[t].empty() ? nullptr : tiled[t].data();
+    cpu[t].descriptors = descriptors[t].empty() ? nullptr : descriptors[t].data();
+    cpu[t].diagonal_projection = diagonal.data();
+    tile_gather_cpu(cpu[t]);
+    x_device.emplace_back(x[t]);
+    tiled_device.emplace_back(tiled[t].size() * 2);
+    descriptors_device.emplace_back(descriptors[t].size() * 4);
+  }
+  for (int t = 0; t < 3; ++t) {
+    gpu[t] = cpu[t];
+    gpu[t].x.data = x_device[t].get(), gpu[t].order = order_device.get<std::int32_t>();
+    gpu[t].head_group = group_device.get<std::int32_t>();
+    gpu[t].x_tiled = tiled[t].empty() ? nullptr : tiled_device[t].get();
+    gpu[t].descriptors = descriptors[t].empty() ? nullptr : descriptors_device[t].get<float>();
+    gpu[t].diagonal_projection = diagonal_device.get<float>();
+  }
+  tile_gather_cuda(std::span<const TileGatherParams>(gpu), nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (int t = 0; t < 3; ++t) {
+    if (!tiled[t].empty()) {
+      EXPECT_EQ(tiled_device[t].download<std::uint16_t>(), tiled[t]) << "tensor " << t;
+    }
+    if (descriptors[t].empty()) continue;
+    const auto got = descriptors_device[t].download<float>();
+    for (std::size_t n = 0; n < got.size(); ++n) {
+      ASSERT_NEAR(got[n], descriptors[t][n], 4e-5f * (1.0f + std::abs(descriptors[t][n])))
+          << "tensor " << t << ", element " << n;
     }
   }
 }
@@ -340,6 +403,16 @@ INSTANTIATE_TEST_SUITE_P(
                   ? "_cumulative" + std::to_string(static_cast<int>(std::lround(100 * c.threshold)))
                   : "");
     });
+
+TEST(TileGatherCudaErrors, NamesTensorsOfDifferentShapesInOneLaunch) {
+  const std::int32_t order[4] = {0, 1, 2, 3};
+  TileGatherParams gathers[2];
+  gathers[0] = {TokensView::contiguous(order, DType::kBF16, 1, 4, 2, 8), order};
+  gathers[1] = {TokensView::contiguous(order, DType::kBF16, 1, 4, 1, 8), order};
+  expect_error_naming(
+      [&] { tile_gather_cuda(std::span<const TileGatherParams>(gathers), nullptr); },
+      "tensor 1 is [1, 4, 1, 8] BF16, tensor 0 [1, 4, 2, 8] BF16");
+}
 
 TEST(TileSelectionCudaErrors, NamesTheKeyTileLimit) {
   // Checked before anything is launched: dummy pointers are never read.

@@ -17,8 +17,8 @@
 // slicing copies).
 // (O_vv passes through out's dtype before the merge: one extra rounding, <= 2^-8 relative in
 // bf16, on the video part's share of each row.)
-// run launches 5 kernels (gathers of q, k and v, selection, attention; 4 without
-// reordered_copies; 2 more for full projections, 3 more with text tokens) on the caller's
+// run launches 3 kernels (one gather of q, k and v (or q and k without reordered_copies),
+// selection, attention; 2 more for full projections, 3 more with text tokens) on the caller's
 // stream, into the caller's workspace: no allocation and no host synchronisation, so a whole
 // call can be captured in a CUDA graph.
 //

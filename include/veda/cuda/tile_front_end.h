@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <span>
 
 #include "veda/tile_gather.h"
 #include "veda/tile_selection.h"
@@ -17,6 +18,9 @@ namespace veda {
 // 8 rows in flight per thread where rows are 16-byte aligned (element-wise otherwise), writes
 // them tile-major and reduces mean, max, min: N*H*D elements in, as many out.
 void tile_gather_cuda(const TileGatherParams& params, cudaStream_t stream);
+// Up to 3 tensors of one shape, dtype, order and head groups (q, k and v of a layer) in one
+// launch, each with its own outputs.
+void tile_gather_cuda(std::span<const TileGatherParams> tensors, cudaStream_t stream);
 
 // Scratch for the projected descriptors, 4 * B * H * (Tq + Tk) * D' bytes (D' = D rounded up to
 // 16).
