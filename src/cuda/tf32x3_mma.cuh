@@ -4,7 +4,8 @@
 // as the CPU reference's float32 sums do (a fixed budget is compared row for row), which plain
 // TF32 (10-bit mantissa) does not; as SIMT SGEMMs they ran at ~15 TFLOP/s. Each float is split
 // into a TF32 head and a TF32 tail, x = hi + lo, and a b ~ a_hi b_hi + a_hi b_lo + a_lo b_hi:
-// what is dropped, a_lo b_lo and the tails' own rounding, is ~2^-22 of each product.
+// what is dropped, a_lo b_lo and the tails' own rounding, is ~2^-22 of each product (~2^-20
+// where one operand is split by truncation, split_tf32_truncated: the logits' key descriptors).
 //
 // warp_tile_k16 computes a warp's C[16 kMTiles x 16] += A[16 kMTiles x 16] B[16 x 16] for one
 // 16-channel slice, both operands k-contiguous: A as rows of C, B as columns (B^T row-major,
@@ -43,6 +44,23 @@ __device__ __forceinline__ Tf32Split4 split_tf32(const float4& v) {
   split_tf32(v.y, s.hi.y, s.lo.y);
   split_tf32(v.z, s.hi.z, s.lo.z);
   split_tf32(v.w, s.hi.w, s.lo.w);
+  return s;
+}
+
+// The same split for an operand split again at every use, in 2 instructions a float instead of
+// cvt.rna's ~9 on sm_90: the head is x truncated to TF32, the tail x - hi (exact), which the
+// tensor cores truncate in turn (they read a TF32 operand's top 19 bits). What is dropped grows
+// from ~2^-22 to ~2^-20 of each product (the tails are up to 2^-10 of x instead of 2^-11).
+__device__ __forceinline__ Tf32Split4 split_tf32_truncated(const float4& v) {
+  Tf32Split4 s;
+  const auto split = [](float x, std::uint32_t& hi, std::uint32_t& lo) {
+    hi = __float_as_uint(x) & 0xFFFFE000u;
+    lo = __float_as_uint(x - __uint_as_float(hi));
+  };
+  split(v.x, s.hi.x, s.lo.x);
+  split(v.y, s.hi.y, s.lo.y);
+  split(v.z, s.hi.z, s.lo.z);
+  split(v.w, s.hi.w, s.lo.w);
   return s;
 }
 

@@ -19,6 +19,7 @@ using cuda_detail::a_fragment_word;
 using cuda_detail::kTailOffset;
 using cuda_detail::load_slice_rows;
 using cuda_detail::split_tf32;
+using cuda_detail::split_tf32_truncated;
 using cuda_detail::tf32_row_stride;
 using cuda_detail::Tf32Split4;
 using cuda_detail::warp_tile_k16;
@@ -345,20 +346,59 @@ struct RowKeys {
   }
 };
 
+// Compacts the row's best `n` tiles (every candidate with key > cut, and the first equal_needed
+// with key == cut: kth_best's cut) into out[0..n) as (key, tile) pairs in tile order, with
+// ballots; returns what the warp wrote (n).
+__device__ __forceinline__ int compact_best(const RowKeys& row, unsigned cut, int equal_needed,
+                                            uint2* out) {
+  const int lane = threadIdx.x % 32;
+  const unsigned lower_lanes = (1u << lane) - 1u;
+  int written = 0, equal_before = 0;
+  for (int base = 0; base < row.k_tiles; base += 32) {
+    const int j = base + lane;
+    const unsigned key = j < row.k_tiles ? row.keys[j] : 0u;
+    const bool candidate = j < row.k_tiles && j != row.own;
+    const unsigned equal = __ballot_sync(kFullWarp, candidate && key == cut);
+    const bool taken_equal =
+        (equal >> lane & 1u) && equal_before + __popc(equal & lower_lanes) < equal_needed;
+    const bool chosen = candidate && (key > cut || taken_equal);
+    const unsigned chosen_lanes = __ballot_sync(kFullWarp, chosen);
+    if (chosen) out[written + __popc(chosen_lanes & lower_lanes)] = make_uint2(key, j);
+    written += __popc(chosen_lanes);
+    equal_before += __popc(equal);
+  }
+  __syncwarp();
+  return written;
+}
+
+// The best tiles of a cumulative row can be weighed and ranked once where there are at most
+// 32 kCandidateSlots of them (e.g. the budget of 95% or 90% up to ~1,280 key tiles).
+constexpr int kCandidateSlots = 4;
+
 // Cumulative threshold of one warp's row: how many tiles besides `own` to take, i.e. the fewest
 // best tiles whose softmax mass, added to the own tile's, reaches threshold * total, capped at
-// `cap` and at the tiles of positive weight (the CPU reference's walk, select_cumulative). The
-// weights exp(s - peak) are summed in double as there; the count is found by bisection, each
-// step a selection of the best n tiles and a sum of their weights.
-__device__ __forceinline__ int cumulative_count(const RowKeys& row, int cap, double threshold) {
+// `cap` and at the tiles of positive weight (the CPU reference's walk, select_cumulative), and
+// the cut that selects them (as kth_best's). The weights exp(s - peak) are summed in double as
+// there. Where the `most` tiles that can be taken fit in the warp's `scratch` (at most
+// 32 kCandidateSlots and `scratch_size`), they are compacted once, each lane weighs and ranks
+// its kCandidateSlots of them, and the count is bisected over warp sums of those weights; else
+// each bisection step selects the best n tiles again and sums their weights.
+__device__ __forceinline__ int cumulative_selection(const RowKeys& row, int cap, double threshold,
+                                                    uint2* scratch, int scratch_size, unsigned& cut,
+                                                    int& equal_needed) {
   const int lane = threadIdx.x % 32, k_tiles = row.k_tiles, own = row.own;
   const unsigned* keys = row.keys;
   unsigned top = 0u;
   for (int j = lane; j < k_tiles; j += 32) top = max(top, keys[j]);
   top = __reduce_max_sync(kFullWarp, top);
   const double peak = key_score(top);
-  if (!isfinite(peak)) return own >= 0 ? 0 : 1;  // no mass anywhere: the first tile only
   const auto weight = [&](unsigned key) { return exp(static_cast<double>(key_score(key)) - peak); };
+  // The count n, then its cut from kth_best (n > 0).
+  const auto select_best = [&](int n) {
+    if (n > 0) row.kth_best(n, cut, equal_needed);
+    return n;
+  };
+  if (!isfinite(peak)) return select_best(own >= 0 ? 0 : 1);  // no mass anywhere: the first tile
   double total = 0.0;
   int positive = 0;  // tiles other than own with weight > 0
   for (int j = lane; j < k_tiles; j += 32) {
@@ -373,18 +413,63 @@ __device__ __forceinline__ int cumulative_count(const RowKeys& row, int cap, dou
   if (own >= 0 && own_mass >= target) return 0;
   const int most = min(cap, positive);
   if (most < 1) return 0;
-  // Mass of the own tile and the best n others (ties: lower index first).
-  const auto mass_of_best = [&](int n) {
-    unsigned cut;
-    int equal_needed;
-    row.kth_best(n, cut, equal_needed);
-    double mass = 0.0;
-    for (int j = lane; j < k_tiles; j += 32) {
-      if (j != own && keys[j] > cut) mass += weight(keys[j]);
+
+  if (most > 32 * kCandidateSlots || most > scratch_size) {
+    // Mass of the own tile and the best n others (ties: lower index first).
+    const auto mass_of_best = [&](int n) {
+      unsigned n_cut;
+      int n_equal;
+      row.kth_best(n, n_cut, n_equal);
+      double mass = 0.0;
+      for (int j = lane; j < k_tiles; j += 32) {
+        if (j != own && keys[j] > n_cut) mass += weight(keys[j]);
+      }
+      return own_mass + warp_sum(mass) + n_equal * weight(n_cut);
+    };
+    int low = 1, high = most;  // the answer is in [low, high]: `most` when no n reaches it
+    while (low < high) {
+      const int middle = (low + high) / 2;
+      if (mass_of_best(middle) >= target) {
+        high = middle;
+      } else {
+        low = middle + 1;
+      }
     }
-    return own_mass + warp_sum(mass) + equal_needed * weight(cut);
+    return select_best(low);
+  }
+
+  // The best `most` tiles in tile order; lane holds those at lane + 32 s: key, weight and rank
+  // (0 = best; ties rank the lower tile first, i.e. the earlier one in scratch).
+  row.kth_best(most, cut, equal_needed);
+  compact_best(row, cut, equal_needed, scratch);
+  unsigned key[kCandidateSlots];
+  double w[kCandidateSlots];
+  int rank[kCandidateSlots];
+#pragma unroll
+  for (int s = 0; s < kCandidateSlots; ++s) {
+    const int p = lane + 32 * s;
+    key[s] = p < most ? scratch[p].x : 0u;
+    w[s] = p < most ? weight(key[s]) : 0.0;
+    rank[s] = 0;
+  }
+  for (int d = 0; d < most; ++d) {
+    const unsigned other = scratch[d].x;
+#pragma unroll
+    for (int s = 0; s < kCandidateSlots; ++s) {
+      rank[s] += other > key[s] || (other == key[s] && d < lane + 32 * s);
+    }
+  }
+#pragma unroll
+  for (int s = 0; s < kCandidateSlots; ++s) {
+    if (lane + 32 * s >= most) rank[s] = most;  // never among the best n <= most
+  }
+  const auto mass_of_best = [&](int n) {
+    double mass = 0.0;
+#pragma unroll
+    for (int s = 0; s < kCandidateSlots; ++s) mass += rank[s] < n ? w[s] : 0.0;
+    return own_mass + warp_sum(mass);
   };
-  int low = 1, high = most;  // the answer is in [low, high]: `most` when no n reaches the target
+  int low = 1, high = most;
   while (low < high) {
     const int middle = (low + high) / 2;
     if (mass_of_best(middle) >= target) {
@@ -393,16 +478,27 @@ __device__ __forceinline__ int cumulative_count(const RowKeys& row, int cap, dou
       low = middle + 1;
     }
   }
+  // The cut: the key ranked low - 1, and how many of the best `low` share it.
+  unsigned last = 0u;
+  int sharing = 0;
+#pragma unroll
+  for (int s = 0; s < kCandidateSlots; ++s) last = rank[s] == low - 1 ? key[s] : last;
+  cut = __reduce_max_sync(kFullWarp, last);  // one lane holds it; candidate keys are > 0
+#pragma unroll
+  for (int s = 0; s < kCandidateSlots; ++s) sharing += rank[s] < low && key[s] == cut;
+  equal_needed = static_cast<int>(__reduce_add_sync(kFullWarp, static_cast<unsigned>(sharing)));
+  __syncwarp();  // scratch is read by every lane before the next row overwrites it
   return low;
 }
 
 // Block (kRows query tiles, head, batch). Phase 1: logits of the rows against every key tile on
 // tensor cores (3xTF32): warp w computes key tiles 16u..16u+15 for u = w, w + 8, ..., A = the
 // rows' descriptors from shared memory, B = the key descriptors straight from global memory
-// (L2-resident: 4 D' bytes per key tile and head); stored as order keys in shared memory.
-// Phase 2: warp w selects rows w, w + 8, ... (RowKeys::kth_best, after the cumulative count
-// where the head has a threshold), then writes the chosen tiles in ascending order with ballots
-// and pads the row with kPaddedSlot.
+// (L2-resident: 4 D' bytes per key tile and head; split by truncation each time they are used,
+// split_tf32_truncated); stored as order keys in shared memory.
+// Phase 2: warp w selects rows w, w + 8, ... (RowKeys::kth_best, or cumulative_selection where
+// the head has a threshold), then writes the chosen tiles in ascending order with ballots and
+// pads the row with kPaddedSlot.
 template <int kRows>
 __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   using Layout = SelectLayout<kRows>;
@@ -439,7 +535,7 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
     for (int d0 = 0; d0 < width; d0 += 16) {
       if (d0 + 16 < width) load_slice_rows(b_next, b_rows, d0 + 16);
       warp_tile_k16_fragments<kMTiles>(acc, fragments + d0 / 16 * kMTiles * 4 * 32,
-                                       {split_tf32(b[0]), split_tf32(b[1])});
+                                       {split_tf32_truncated(b[0]), split_tf32_truncated(b[1])});
       b[0] = b_next[0], b[1] = b_next[1];
     }
 #pragma unroll
@@ -464,16 +560,24 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
 
   const unsigned lower_lanes = (1u << lane) - 1u;
   const double threshold = args.thresholds ? args.thresholds[head] : 0.0;
+  // The query fragments are spent: each warp's scratch of (key, tile) pairs for its cumulative
+  // rows (cumulative_selection).
+  const int scratch_size = 16 * kMTiles * width / kWarps;
+  uint2* scratch = reinterpret_cast<uint2*>(q_fragments) + warp * scratch_size;
   for (int r = warp; r < rows; r += kWarps) {
     const std::int64_t tile = first + r;
     const unsigned* row_keys = keys + r * k_tiles;
     const int own = args.keep_own_tile && tile < k_tiles ? static_cast<int>(tile) : -1;
     const RowKeys row(row_keys, k_tiles, own);
     const int cap = static_cast<int>(args.budget) - (own >= 0 ? 1 : 0);
-    const int need = threshold > 0.0 ? cumulative_count(row, cap, threshold) : cap;
     unsigned cut = 0xFFFFFFFFu;  // above every key: only the own tile when need is 0
     int equal_needed = 0;
-    if (need > 0) row.kth_best(need, cut, equal_needed);
+    int need = cap;
+    if (threshold > 0.0) {
+      need = cumulative_selection(row, cap, threshold, scratch, scratch_size, cut, equal_needed);
+    } else if (need > 0) {
+      row.kth_best(need, cut, equal_needed);
+    }
     std::int32_t* out = args.indices + (head_row * args.q_tiles + tile) * args.budget;
     int written = 0, equal_before = 0;
     for (int base = 0; base < k_tiles; base += 32) {

@@ -390,6 +390,7 @@ INSTANTIATE_TEST_SUITE_P(
         SelectionCase{2, 2, 40, 40, 64, 7, false, true, true, 0.5, false, true},
         // Infinite and huge logits.
         SelectionCase{1, 2, 70, 70, 64, 9, false, true, true, 0.0, false, false, true},
+        SelectionCase{1, 2, 70, 70, 64, 9, false, true, true, 0.7, false, false, true},
         SelectionCase{1, 1, 21, 4000, 64, 200, false, false, true, 0.0, false, false, true}),
     [](const auto& test) {
       const SelectionCase& c = test.param;
