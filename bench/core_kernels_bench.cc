@@ -100,11 +100,13 @@ std::size_t busy_bytes() {
   return (gigabytes != nullptr ? std::strtoull(gigabytes, nullptr, 10) : 1) << 30;
 }
 
-// Medians of `a` and of `b` timed alternately, 11 times each, each behind busy_bytes() of
-// queued memset: for a difference of two long calls without the clock drift between two
-// separate series.
-std::pair<double, double> paired_median_ms(const std::function<void()>& a,
-                                           const std::function<void()>& b) {
+// `a` and `b` timed alternately, 21 times each, each behind busy_bytes() of queued memset: the
+// median of b's times and the median of the 21 differences a - b, which cancels the clock drift
+// between two separate series and most of the pair-to-pair noise of two long calls.
+struct PairedTimes {
+  double b_ms, difference_ms;
+};
+PairedTimes paired_difference_ms(const std::function<void()>& a, const std::function<void()>& b) {
   const std::size_t kBusyBytes = busy_bytes();
   void* busy = nullptr;
   check(cudaMalloc(&busy, kBusyBytes));
@@ -113,13 +115,14 @@ std::pair<double, double> paired_median_ms(const std::function<void()>& a,
     return elapsed_ms(run);
   };
   a(), b();  // warm-up
-  std::vector<double> times_a, times_b;
-  for (int repeat = 0; repeat < 11; ++repeat) {
-    times_a.push_back(queued(a));
+  std::vector<double> times_b, differences;
+  for (int repeat = 0; repeat < 21; ++repeat) {
+    const double time_a = queued(a);
     times_b.push_back(queued(b));
+    differences.push_back(time_a - times_b.back());
   }
   check(cudaFree(busy));
-  return {median(times_a), median(times_b)};
+  return {median(times_b), median(differences)};
 }
 
 // Median host time of enqueueing `run` (microseconds, 11 calls), each behind ~1 ms of queued
@@ -260,7 +263,7 @@ int main() {
                              device_alloc<float>(descriptor_floats * 4)};
     veda::TileSelectionParams fused = select;
     fused.q_descriptors = descriptors[0], fused.k_descriptors = descriptors[1];
-    const double front_ms = median_ms([&] {
+    const auto run_front_diag = [&] {
       veda::TileGatherParams gathers[2];
       void* inputs[2] = {q, k};
       for (int x = 0; x < 2; ++x) {
@@ -270,7 +273,8 @@ int main() {
       }
       veda::tile_gather_cuda(gathers, nullptr);
       veda::tile_selection_cuda(fused, nullptr);
-    });
+    };
+    const double front_ms = median_ms(run_front_diag);
     std::printf("%-26s %-11s %10.2f %8lld kept\n", size.name, "front-diag", front_ms,
                 static_cast<long long>(select.budget));
     select.q_projection = select.k_projection = projection_device;
@@ -371,17 +375,26 @@ int main() {
                   dense_ms / plan_ms, static_cast<double>(plan.workspace_bytes()) / 1e6);
       if (sparsity != 0.95 || !diagonal) continue;
       // The plan's front end (everything but the attention kernel): the plan and its kernel
-      // alone on the same lists (select-diag's), timed alternately.
+      // alone on the same lists (select-diag's), timed alternately: the median difference.
       const veda::AttentionParams& kernel = copies ? kv_copies_kernel : rows_kernel;
       const auto run_plan = [&] {
         plan.run(view(q), view(k), view(v), out, nullptr, workspace, plan.workspace_bytes(),
                  nullptr);
       };
       const auto run_kernel = [&] { veda::attention_cuda(kernel, nullptr); };
-      const auto [with_ms, alone_ms] = paired_median_ms(run_plan, run_kernel);
+      const auto [alone_ms, outside_ms] = paired_difference_ms(run_plan, run_kernel);
       std::snprintf(label, sizeof(label), "front%s", copies ? "" : "-rows");
       std::printf("%-26s %-11s %10.2f ms = %.1f%% of the kernel alone (%.2f ms)\n", size.name,
-                  label, with_ms - alone_ms, 100 * (with_ms - alone_ms) / alone_ms, alone_ms);
+                  label, outside_ms, 100 * outside_ms / alone_ms, alone_ms);
+      if (!copies) {
+        // The same kernels as the plan's, launched here: front-diag before the kernel, and after.
+        const PairedTimes before =
+            paired_difference_ms([&] { run_front_diag(), run_kernel(); }, run_kernel);
+        const PairedTimes after =
+            paired_difference_ms([&] { run_kernel(), run_front_diag(); }, run_kernel);
+        std::printf("%-26s %-11s %10.2f ms before the kernel, %.2f ms after it\n", size.name,
+                    "front-diag+", before.difference_ms, after.difference_ms);
+      }
       const double plan_us = host_enqueue_us(run_plan), kernel_us = host_enqueue_us(run_kernel);
       std::printf("%-26s %-11s %7.0f us to enqueue the plan, %.0f us the kernel alone\n", size.name,
                   copies ? "host" : "host-rows", plan_us, kernel_us);
