@@ -6,7 +6,13 @@
 Rectified flow: x_t = (1 - t) x0 + t noise with t ~ logit-normal(0, 1), the model predicts the
 velocity noise - x0 (MSE). AdamW, linear warm-up then constant LR, EMA of the weights (saved as
 the checkpoint's weights), classifier-free-guidance dropout of the class (the null class).
-bf16 autocast on CUDA. Stops at --max-steps or after --minutes, whichever comes first; saves every
+bf16 autocast on CUDA. --low-res-steps N (or --low-res-minutes M) trains the first N steps (M
+minutes) on clips of half the height and width (the same scenes at half the resolution: a quarter
+of the tokens, a step several times cheaper), then the rest at full size: progressive resolution,
+as video DiTs are trained (the 3D rotary embedding carries over; torch.compile keeps one static
+graph per size). config.json's args record the step of the switch as low_res_steps, which
+reproduces a time-switched run (and is what --resume needs). Stops at
+--max-steps or after --minutes, whichever comes first; saves every
 --save-minutes and at the end: DIR/model*.safetensors (EMA weights), DIR/config.json (model
 config, arguments, steps, losses) and DIR/train_state.pt (raw weights and optimiser, for
 --resume; not meant to be committed). Seeds: model init, the clips of every step
@@ -58,6 +64,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="torch.compile the transformer (default: on CUDA; ~1 min to compile, then 1.5x faster)",
+    )
+    p.add_argument(
+        "--low-res-steps",
+        type=int,
+        default=0,
+        help="train the first N steps on clips of half the height and width (progressive resolution)",
+    )
+    p.add_argument(
+        "--low-res-minutes",
+        type=float,
+        default=0.0,
+        help="the same for the first M minutes (the step reached is recorded as low_res_steps)",
     )
     p.add_argument("--resume", default=None, help="folder with train_state.pt to continue")
     p.add_argument("--frames", type=int, default=None, help="override the clip frames")
@@ -130,6 +148,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     config = model_config(args)
     grid = config.grid(config.frames, config.height, config.width)
+    if args.low_res_steps < 0 or args.low_res_minutes < 0:
+        raise ValueError(
+            f"--low-res-steps {args.low_res_steps}, --low-res-minutes {args.low_res_minutes}: "
+            "expected 0 or more"
+        )
+    if args.low_res_steps and args.low_res_minutes:
+        raise ValueError("give --low-res-steps or --low-res-minutes, not both")
+    low_res = (config.frames, config.height // 2, config.width // 2)
+    # Steps before this one train on half-size clips; infinite until --low-res-minutes pass.
+    low_res_until = args.low_res_steps or (math.inf if args.low_res_minutes else 0)
+    if low_res_until:
+        config.grid(*low_res)  # half the clip must still be a multiple of the patch
     model = Testbed(config).to(device)
     ema = Testbed(config).to(device)
     ema.load_state_dict(model.state_dict())
@@ -149,9 +179,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_rng_state(state["torch_rng"])
     if args.compile is None:
         args.compile = device.type == "cuda"
-    forward = torch.compile(model) if args.compile else model
+    # One static graph per clip size (progressive resolution compiles twice).
+    forward = torch.compile(model, dynamic=False) if args.compile else model
 
     data = ClipGenerator(config.frames, config.height, config.width, device=str(device))
+    low_res_data = ClipGenerator(*low_res, device=str(device)) if low_res_until else None
     # noise and times: drawn on the device (no host transfer); class dropout on the host
     generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + step)
     drop_generator = torch.Generator().manual_seed(args.seed * 7919 + step + 1)
@@ -164,6 +196,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.batch}; device {device}",
         flush=True,
     )
+    if low_res_until:
+        first = f"steps 0-{args.low_res_steps - 1}" if args.low_res_steps else "steps"
+        first += "" if args.low_res_steps else f" of the first {args.low_res_minutes:g} minutes"
+        print(
+            f"testbed: {first} on clips {'x'.join(map(str, low_res))}, grid "
+            f"{'x'.join(map(str, config.grid(*low_res)))}",
+            flush=True,
+        )
 
     first_step = step
     start = time.time()
@@ -173,6 +213,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     count = 0
 
     def save(final: bool) -> None:
+        if low_res_until == math.inf:  # still on half-size clips: every step so far was
+            args.low_res_steps = step
         elapsed = time.time() - start
         info = {
             "steps": step,
@@ -201,7 +243,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.time() - start
         if (args.max_steps is not None and step >= args.max_steps) or elapsed >= budget:
             break
-        x0, class_ids = data.batch(training_seeds(args.seed, step, args.batch))
+        if low_res_until == math.inf and elapsed >= args.low_res_minutes * 60:
+            low_res_until = args.low_res_steps = step
+            print(f"testbed: full-size clips from step {step}", flush=True)
+        clips = low_res_data if step < low_res_until else data
+        x0, class_ids = clips.batch(training_seeds(args.seed, step, args.batch))
         drop = torch.rand(args.batch, generator=drop_generator) < args.cond_drop
         class_ids = torch.where(
             drop.to(device), torch.full_like(class_ids, model.null_class), class_ids

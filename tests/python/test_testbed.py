@@ -110,6 +110,42 @@ def test_training_is_deterministic(tiny_checkpoint, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_progressive_resolution_trains_on_half_size_clips_first(tiny_checkpoint, tmp_path):
+    train.main(["--device", "cpu", "--tiny", "--max-steps", "2", "--batch", "2",
+                "--low-res-steps", "1", "--log-every", "1", "--out", str(tmp_path)])  # fmt: skip
+    info = json.loads((tmp_path / model.CONFIG_NAME).read_text())
+    assert info["steps"] == 2 and info["args"]["low_res_steps"] == 1
+    plain = json.loads((tiny_checkpoint / model.CONFIG_NAME).read_text())
+    first = info["history"][0]["loss"]
+    # Step 0 saw other clips (half-size ones) than the plain run's step 0.
+    assert math.isfinite(first) and first != plain["history"][0]["loss"]
+    net, _ = model.load_checkpoint(tmp_path)
+    config = net.config
+    x = torch.zeros(1, 3, config.frames, config.height, config.width)
+    with torch.no_grad():
+        assert torch.isfinite(net(x, torch.tensor([0.5]), torch.tensor([1]))).all()
+
+
+def test_progressive_resolution_by_minutes_records_its_steps(tmp_path):
+    # Both steps inside the minutes: recorded as 2 half-size steps, and the same weights as a
+    # run given --low-res-steps 2.
+    common = ["--device", "cpu", "--tiny", "--max-steps", "2", "--batch", "2"]
+    train.main([*common, "--low-res-minutes", "1000", "--out", str(tmp_path / "minutes")])
+    train.main([*common, "--low-res-steps", "2", "--out", str(tmp_path / "steps")])
+    info = json.loads((tmp_path / "minutes" / model.CONFIG_NAME).read_text())
+    assert info["args"]["low_res_steps"] == 2
+    by_minutes, _ = model.load_checkpoint(tmp_path / "minutes")
+    by_steps, _ = model.load_checkpoint(tmp_path / "steps")
+    for (name, a), (_, b) in zip(by_minutes.state_dict().items(), by_steps.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_progressive_resolution_rejects_a_half_size_off_the_patch(tmp_path):
+    with pytest.raises(ValueError, match="not a multiple of patch"):
+        train.main(["--device", "cpu", "--tiny", "--max-steps", "1", "--width", "68",
+                    "--low-res-steps", "1", "--out", str(tmp_path)])  # fmt: skip
+
+
 def test_dense_and_veda_sampling(tiny_checkpoint, tmp_path):
     pytest.importorskip("veda")
     net, _ = model.load_checkpoint(tiny_checkpoint)
