@@ -371,6 +371,23 @@ __device__ __forceinline__ int compact_best(const RowKeys& row, unsigned cut, in
   return written;
 }
 
+// The smallest n in [1, most] with mass_of_best(n) >= target (mass_of_best grows with n), or
+// `most` when none reaches it; by bisection.
+template <typename MassOfBest>
+__device__ __forceinline__ int fewest_reaching(int most, double target,
+                                               const MassOfBest& mass_of_best) {
+  int low = 1, high = most;  // the answer is in [low, high]
+  while (low < high) {
+    const int middle = (low + high) / 2;
+    if (mass_of_best(middle) >= target) {
+      high = middle;
+    } else {
+      low = middle + 1;
+    }
+  }
+  return low;
+}
+
 // The best tiles of a cumulative row can be weighed and ranked once where there are at most
 // 32 kCandidateSlots of them (e.g. the budget of 95% or 90% up to ~1,280 key tiles).
 constexpr int kCandidateSlots = 4;
@@ -426,16 +443,7 @@ __device__ __forceinline__ int cumulative_selection(const RowKeys& row, int cap,
       }
       return own_mass + warp_sum(mass) + n_equal * weight(n_cut);
     };
-    int low = 1, high = most;  // the answer is in [low, high]: `most` when no n reaches it
-    while (low < high) {
-      const int middle = (low + high) / 2;
-      if (mass_of_best(middle) >= target) {
-        high = middle;
-      } else {
-        low = middle + 1;
-      }
-    }
-    return select_best(low);
+    return select_best(fewest_reaching(most, target, mass_of_best));
   }
 
   // The best `most` tiles in tile order; lane holds those at lane + 32 s: key, weight and rank
@@ -469,15 +477,7 @@ __device__ __forceinline__ int cumulative_selection(const RowKeys& row, int cap,
     for (int s = 0; s < kCandidateSlots; ++s) mass += rank[s] < n ? w[s] : 0.0;
     return own_mass + warp_sum(mass);
   };
-  int low = 1, high = most;
-  while (low < high) {
-    const int middle = (low + high) / 2;
-    if (mass_of_best(middle) >= target) {
-      high = middle;
-    } else {
-      low = middle + 1;
-    }
-  }
+  const int low = fewest_reaching(most, target, mass_of_best);
   // The cut: the key ranked low - 1, and how many of the best `low` share it.
   unsigned last = 0u;
   int sharing = 0;
