@@ -20,10 +20,18 @@
 //               attention storing rows frame-major), with its speedup over `dense` and its
 //               workspace, full P; -diag with a diagonal P, -rows without reordered copies
 //               (attention gathers rows)
+//   front-diag  the plan's front end with a diagonal P alone: one gather launch of q and k into
+//               descriptors, then the selection
+//   front[-rows] everything outside the kernel: plan@95%-diag[-rows] and its kernel alone on the
+//               same lists timed alternately, the median of 21 differences, as a share of the
+//               kernel (issue 5's bar)
+//   front-diag+ the same difference for front-diag's launches placed before / after the kernel
+//   host[-rows] host time to enqueue the plan and the kernel alone
 // Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
 // Environment: VEDA_BENCH_SIZE=<substring> times only the sizes whose name contains it;
 // VEDA_BENCH_ORACLE=0 skips the oracle (seconds at 75,600 tokens), e.g. under a profiler;
-// VEDA_BENCH_FRONT_END_ONLY=1 stops each size after the front end's rows (gather to select).
+// VEDA_BENCH_FRONT_END_ONLY=1 stops each size after the front end's rows (gather to select);
+// VEDA_BENCH_BUSY_GB (default 1) sizes the memset queued ahead of each alternated timing.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
