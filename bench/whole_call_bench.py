@@ -9,8 +9,10 @@ Times, per size and batch (bf16, D = 128, q, k, v [B, N, H, D] as diffusers pass
               statistics + selection + block-sparse attention, plan cached after the first call,
               as a model's layer runs it
   veda S% low-mem  the same with low_memory=True (no tile-major copies; attention gathers rows)
-Milliseconds are medians of CUDA-event timings after a warm-up. Needs a CUDA build of veda
-(bench/device_python_env.sh). Writes JSON and prints a table last.
+Milliseconds are medians of CUDA-event timings after two warm-up calls; each timed call starts
+behind ~0.3 ms of queued GPU work (a 1 GB memset), so that, as in a model's forward pass, its
+host-side dispatch overlaps the GPU instead of counting as GPU time (the same for cuDNN). Needs a
+CUDA build of veda (bench/device_python_env.sh). Writes JSON and prints a table last.
 
   python3 bench/whole_call_bench.py --out whole_call.json [--sizes 75600] [--batches 1 2]
 """
@@ -31,11 +33,14 @@ SHAPES = ((1, 8, 16), (8, 4, 4))
 
 
 def median_ms(call, repeats):
-    call()  # warm-up (and the plan's construction)
+    for _ in range(2):
+        call()  # warm-up (the first also builds the plan)
+    busy = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        busy.zero_()  # queued ahead of the start event
         start.record()
         call()
         stop.record()
