@@ -8,7 +8,7 @@ velocity noise - x0 (MSE). AdamW, linear warm-up then constant LR, EMA of the we
 the checkpoint's weights), classifier-free-guidance dropout of the class (the null class).
 bf16 autocast on CUDA. --low-res-steps N (or --low-res-minutes M) trains the first N steps (M
 minutes) on clips of half the height and width (the same scenes at half the resolution: a quarter
-of the tokens, a step several times cheaper), then the rest at full size: progressive resolution,
+of the tokens; --low-res-batch clips a step), then the rest at full size: progressive resolution,
 as video DiTs are trained (the 3D rotary embedding carries over; torch.compile keeps one static
 graph per size). config.json's args record the step of the switch as low_res_steps, which
 reproduces a time-switched run (and is what --resume needs). Stops at
@@ -76,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="the same for the first M minutes (the step reached is recorded as low_res_steps)",
+    )
+    p.add_argument(
+        "--low-res-batch",
+        type=int,
+        default=None,
+        help="clips per step on half-size clips (default --batch; 4x keeps the tokens per step)",
     )
     p.add_argument("--resume", default=None, help="folder with train_state.pt to continue")
     p.add_argument("--frames", type=int, default=None, help="override the clip frames")
@@ -155,6 +161,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.low_res_steps and args.low_res_minutes:
         raise ValueError("give --low-res-steps or --low-res-minutes, not both")
+    low_res_batch = args.batch if args.low_res_batch is None else args.low_res_batch
+    if low_res_batch < 1 or args.batch < 1:
+        raise ValueError(f"--batch {args.batch}, --low-res-batch {low_res_batch}: expected >= 1")
     low_res = (config.frames, config.height // 2, config.width // 2)
     # Steps before this one train on half-size clips; infinite until --low-res-minutes pass.
     low_res_until = args.low_res_steps or (math.inf if args.low_res_minutes else 0)
@@ -201,7 +210,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         first += "" if args.low_res_steps else f" of the first {args.low_res_minutes:g} minutes"
         print(
             f"testbed: {first} on clips {'x'.join(map(str, low_res))}, grid "
-            f"{'x'.join(map(str, config.grid(*low_res)))}",
+            f"{'x'.join(map(str, config.grid(*low_res)))}, batch {low_res_batch}",
             flush=True,
         )
 
@@ -246,9 +255,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if low_res_until == math.inf and elapsed >= args.low_res_minutes * 60:
             low_res_until = args.low_res_steps = step
             print(f"testbed: full-size clips from step {step}", flush=True)
-        clips = low_res_data if step < low_res_until else data
-        x0, class_ids = clips.batch(training_seeds(args.seed, step, args.batch))
-        drop = torch.rand(args.batch, generator=drop_generator) < args.cond_drop
+        low = step < low_res_until
+        clips, batch = (low_res_data, low_res_batch) if low else (data, args.batch)
+        x0, class_ids = clips.batch(training_seeds(args.seed, step, batch))
+        drop = torch.rand(batch, generator=drop_generator) < args.cond_drop
         class_ids = torch.where(
             drop.to(device), torch.full_like(class_ids, model.null_class), class_ids
         )

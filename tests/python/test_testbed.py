@@ -140,6 +140,21 @@ def test_progressive_resolution_by_minutes_records_its_steps(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_progressive_resolution_takes_its_own_batch(tmp_path):
+    common = ["--device", "cpu", "--tiny", "--max-steps", "1", "--batch", "2", "--log-every", "1",
+              "--low-res-steps", "1"]  # fmt: skip
+    losses = []
+    for low_res_batch in ("2", "4"):
+        out = tmp_path / low_res_batch
+        train.main([*common, "--low-res-batch", low_res_batch, "--out", str(out)])
+        info = json.loads((out / model.CONFIG_NAME).read_text())
+        assert info["args"]["low_res_batch"] == int(low_res_batch)
+        losses.append(info["history"][0]["loss"])
+    assert losses[0] != losses[1]  # step 0 saw 4 clips, not 2
+    with pytest.raises(ValueError, match="expected >= 1"):
+        train.main([*common, "--low-res-batch", "0", "--out", str(tmp_path / "bad")])
+
+
 def test_progressive_resolution_rejects_a_half_size_off_the_patch(tmp_path):
     with pytest.raises(ValueError, match="not a multiple of patch"):
         train.main(["--device", "cpu", "--tiny", "--max-steps", "1", "--width", "68",
