@@ -346,11 +346,12 @@ struct RowKeys {
   }
 };
 
-// Compacts the row's best `n` tiles (every candidate with key > cut, and the first equal_needed
-// with key == cut: kth_best's cut) into out[0..n) as (key, tile) pairs in tile order, with
-// ballots; returns what the warp wrote (n).
-__device__ __forceinline__ int compact_best(const RowKeys& row, unsigned cut, int equal_needed,
-                                            uint2* out) {
+// Calls store(position, key, tile) for the row's chosen tiles in tile order, position counting
+// them from 0 (warp ballots): every candidate with key > cut, the first `equal_needed` (in tile
+// order) of those with key == cut (kth_best's cut), and the own tile where `with_own`.
+template <typename Store>
+__device__ __forceinline__ void for_each_chosen(const RowKeys& row, unsigned cut, int equal_needed,
+                                                bool with_own, const Store& store) {
   const int lane = threadIdx.x % 32;
   const unsigned lower_lanes = (1u << lane) - 1u;
   int written = 0, equal_before = 0;
@@ -361,14 +362,12 @@ __device__ __forceinline__ int compact_best(const RowKeys& row, unsigned cut, in
     const unsigned equal = __ballot_sync(kFullWarp, candidate && key == cut);
     const bool taken_equal =
         (equal >> lane & 1u) && equal_before + __popc(equal & lower_lanes) < equal_needed;
-    const bool chosen = candidate && (key > cut || taken_equal);
+    const bool chosen = (with_own && j == row.own) || (candidate && key > cut) || taken_equal;
     const unsigned chosen_lanes = __ballot_sync(kFullWarp, chosen);
-    if (chosen) out[written + __popc(chosen_lanes & lower_lanes)] = make_uint2(key, j);
+    if (chosen) store(written + __popc(chosen_lanes & lower_lanes), key, j);
     written += __popc(chosen_lanes);
     equal_before += __popc(equal);
   }
-  __syncwarp();
-  return written;
 }
 
 // The smallest n in [1, most] with mass_of_best(n) >= target (mass_of_best grows with n), or
@@ -449,7 +448,9 @@ __device__ __forceinline__ int cumulative_selection(const RowKeys& row, int cap,
   // The best `most` tiles in tile order; lane holds those at lane + 32 s: key, weight and rank
   // (0 = best; ties rank the lower tile first, i.e. the earlier one in scratch).
   row.kth_best(most, cut, equal_needed);
-  compact_best(row, cut, equal_needed, scratch);
+  for_each_chosen(row, cut, equal_needed, false,
+                  [&](int p, unsigned key, int j) { scratch[p] = make_uint2(key, j); });
+  __syncwarp();
   unsigned key[kCandidateSlots];
   double w[kCandidateSlots];
   int rank[kCandidateSlots];
@@ -558,7 +559,6 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   }
   __syncthreads();
 
-  const unsigned lower_lanes = (1u << lane) - 1u;
   const double threshold = args.thresholds ? args.thresholds[head] : 0.0;
   // The query fragments are spent: each warp's scratch of (key, tile) pairs for its cumulative
   // rows (cumulative_selection).
@@ -579,20 +579,7 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
       row.kth_best(need, cut, equal_needed);
     }
     std::int32_t* out = args.indices + (head_row * args.q_tiles + tile) * args.budget;
-    int written = 0, equal_before = 0;
-    for (int base = 0; base < k_tiles; base += 32) {
-      const int j = base + lane;
-      const unsigned key = j < k_tiles ? row_keys[j] : 0u;
-      const bool candidate = j < k_tiles && j != own;
-      const unsigned equal = __ballot_sync(kFullWarp, candidate && key == cut);
-      const bool taken_equal =
-          (equal >> lane & 1u) && equal_before + __popc(equal & lower_lanes) < equal_needed;
-      const bool chosen = j == own || (candidate && key > cut) || taken_equal;
-      const unsigned chosen_lanes = __ballot_sync(kFullWarp, chosen);
-      if (chosen) out[written + __popc(chosen_lanes & lower_lanes)] = j;
-      written += __popc(chosen_lanes);
-      equal_before += __popc(equal);
-    }
+    for_each_chosen(row, cut, equal_needed, true, [&](int p, unsigned, int j) { out[p] = j; });
     const int count = need + (own >= 0 ? 1 : 0);
     for (std::int64_t slot = count + lane; slot < args.budget; slot += 32) out[slot] = kPaddedSlot;
     if (lane == 0) args.counts[head_row * args.q_tiles + tile] = count;
