@@ -7,8 +7,9 @@
 #   30 s idle), until it prints "testbed: done" (3 calls for the default 16-minute budget).
 #
 # First call: installs the carried diffusers wheel, starts training (python -m testbed.train,
-# TESTBED_MINUTES, default 16) and the CUDA build of veda (VEDA_CUDA=ON pip install .) in their
-# own process sessions, so both outlive the call. Every call then waits up to TESTBED_WAIT
+# TESTBED_MINUTES, default 16; TESTBED_TRAIN_ARGS, default the committed checkpoint's
+# "--low-res-minutes 6 --low-res-batch 32") and the CUDA build of veda (VEDA_CUDA=ON pip
+# install .) in their own process sessions, so both outlive the call. Every call then waits up to TESTBED_WAIT
 # seconds (default 530) for training to end, prints the log's tail and copies the newest
 # checkpoint to $OUT. Once training has ended and veda is built: samples dense and Veda
 # (meanpool; 80, 90, 95%) on the training grid (16x24x32) and the evaluation grid (16x48x64),
@@ -28,6 +29,8 @@ cd "$(dirname "$0")/.."
 WORK=${TESTBED_WORK:-/tmp/testbed_device}
 RUN=$WORK/checkpoint
 MINUTES=${TESTBED_MINUTES:-16}
+# The committed checkpoint's recipe: the first 6 minutes on half-size clips, 32 a step.
+TRAIN_ARGS=${TESTBED_TRAIN_ARGS-"--low-res-minutes 6 --low-res-batch 32"}
 WAIT=${TESTBED_WAIT:-530}
 OUT=${OUT:-$WORK/out}
 REPO=$(pwd)
@@ -52,7 +55,7 @@ fi
 if [ ! -f "$WORK/train.started" ]; then
   touch "$WORK/train.started"
   setsid nohup bash -c "cd '$REPO' && python3 -m testbed.train --out '$RUN' --minutes $MINUTES \
-    ${TESTBED_TRAIN_ARGS:-} > '$WORK/train.log' 2>&1; echo \$? > '$WORK/train.rc'" > /dev/null 2>&1 < /dev/null &
+    $TRAIN_ARGS > '$WORK/train.log' 2>&1; echo \$? > '$WORK/train.rc'" > /dev/null 2>&1 < /dev/null &
   echo "testbed: training started ($MINUTES min), log $WORK/train.log"
 fi
 if [ -n "${TESTBED_SKIP_BUILD:-}" ] && [ ! -f "$WORK/build.rc" ]; then
