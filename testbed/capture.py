@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,13 @@ class CaptureSet:
         ]
         clips = [(c["class"], c["seed"]) for c in manifest["clips"]]
         return cls(folder, tuple(manifest["grid"]), clips, manifest["times"], files)
+
+    def layers(self) -> set[int]:
+        return {f.layer for f in self.files}
+
+    def only_layers(self, layers: set[int]) -> CaptureSet:
+        """The same captures restricted to the files of `layers`."""
+        return replace(self, files=[f for f in self.files if f.layer in layers])
 
 
 def noisy_clips(

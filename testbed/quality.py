@@ -374,7 +374,8 @@ def evaluate(captures: CaptureSet, profiles: dict[float, Path], log=print) -> li
 
 def capture_sets(args: argparse.Namespace, work: Path) -> dict[str, CaptureSet]:
     """The calibration and evaluation captures in work/calibration and work/evaluation; captures
-    already there of the same clips, t and layers are reused."""
+    already there of the same clips and t are reused when they hold every layer asked for (only
+    those layers' files are used)."""
     model = None
     sets = {}
     for name, classes, seeds in (
@@ -385,13 +386,13 @@ def capture_sets(args: argparse.Namespace, work: Path) -> dict[str, CaptureSet]:
         clips = clip_list(classes, seeds)
         if (folder / MANIFEST).exists():
             existing = CaptureSet.load(folder)
-            layers = sorted({f.layer for f in existing.files})
+            wanted = existing.layers() if args.layers is None else set(args.layers)
             if (
                 existing.clips == clips
                 and existing.times == sorted(args.t, reverse=True)
-                and (args.layers is None or layers == sorted(args.layers))
+                and wanted <= existing.layers()
             ):
-                sets[name] = existing
+                sets[name] = existing.only_layers(wanted)
                 continue
         if model is None:
             model, _ = load_checkpoint(args.checkpoint, device=args.device)

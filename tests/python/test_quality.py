@@ -248,3 +248,24 @@ def test_harness_end_to_end_matches_the_cli(tiny_checkpoint, tmp_path):
     assert abs(pooled - rel_l2) < 1e-4 * rel_l2
     assert abs(row["methods"]["veda"]["0.9"]["tile_recall"] - tile_recall) < 1e-5
     assert abs(row["methods"]["veda"]["0.9"]["mass_recall"] - mass_recall) < 1e-5
+
+
+def test_captures_of_more_layers_are_reused_for_fewer(tiny_checkpoint, tmp_path, monkeypatch):
+    def capture_args(*layers: int) -> list[str]:
+        return ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path),
+                "--calib-classes", "1", "--eval-classes", "0", "--t", "0.5",
+                *(["--layers", *map(str, layers)] if layers else [])]  # fmt: skip
+
+    every = quality.capture_sets(quality.parse_args(capture_args()), tmp_path)
+    assert every["evaluation"].layers() == {0, 1}
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("captured again")
+
+    monkeypatch.setattr(quality, "capture_clips", no_capture)
+    reused = quality.capture_sets(quality.parse_args(capture_args(1)), tmp_path)
+    for name in ("calibration", "evaluation"):
+        assert [f.layer for f in reused[name].files] == [1]
+        assert reused[name].files == [f for f in every[name].files if f.layer == 1]
+    with pytest.raises(AssertionError, match="captured again"):
+        quality.capture_sets(quality.parse_args(capture_args(0, 2)), tmp_path)
