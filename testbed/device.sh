@@ -9,8 +9,8 @@
 # First call: installs the carried diffusers wheel, starts training (python -m testbed.train,
 # TESTBED_MINUTES, default 16; TESTBED_TRAIN_ARGS, default the committed checkpoint's
 # "--low-res-minutes 6 --low-res-batch 32") and the CUDA build of veda (VEDA_CUDA=ON pip
-# install .) in their own process sessions, so both outlive the call. Every call then waits up to TESTBED_WAIT
-# seconds (default 530) for training to end, prints the log's tail and copies the newest
+# install .) in their own process sessions, so both outlive the call. Every call then waits up
+# to TESTBED_WAIT seconds (default 530) for training to end, prints the log's tail and copies the newest
 # checkpoint to $OUT. Once training has ended and veda is built: samples dense and Veda
 # (meanpool; 80, 90, 95%) on the training grid (16x24x32) and the evaluation grid (16x48x64),
 # and the attention mass that top-k tile masks keep (testbed.attention_stats, training grid),

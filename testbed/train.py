@@ -206,8 +206,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     if low_res_until:
-        first = f"steps 0-{args.low_res_steps - 1}" if args.low_res_steps else "steps"
-        first += "" if args.low_res_steps else f" of the first {args.low_res_minutes:g} minutes"
+        first = (
+            f"steps 0-{args.low_res_steps - 1}"
+            if args.low_res_steps
+            else f"steps of the first {args.low_res_minutes:g} minutes"
+        )
         print(
             f"testbed: {first} on clips {'x'.join(map(str, low_res))}, grid "
             f"{'x'.join(map(str, config.grid(*low_res)))}, batch {low_res_batch}",
