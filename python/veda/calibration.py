@@ -56,7 +56,8 @@ def calibrate(
     Args:
         samples: one .safetensors capture or several (veda.diffusers.capture writes them): q, k, v
             [B, N, H, D] of one layer, the grid and the layer in the metadata. Layers are grouped
-            by their metadata "layer"; within a layer the last sample is held out.
+            by their metadata "layer"; within a layer every 8th sample counted back from the
+            last is held out (early stopping, the structure of P).
         out: the profile JSON to write; the estimator parameters go beside it, in
             OUT_STEM.estimator.safetensors. Its folder must exist.
         sparsity: target fraction of key tiles to skip, in [0, 1) (CLI default 0.9).
@@ -64,7 +65,8 @@ def calibrate(
         model: model name recorded in the profile ("unnamed").
         max_shapes: at most this many tile shapes per layer (0: no limit).
         search_samples: samples on which the tile search measures output error (1).
-        structure: trained entries of P, "diagonal" or "full" ("diagonal").
+        structure: trained entries of P, "diagonal", "full", or "auto": both fitted and the one
+            of lower held-out KL kept per head ("auto").
         steps: most Adam steps per head (300).
         learning_rate, weight_decay: Adam learning rate (1e-2) and decoupled weight decay (1e-2).
         temperature: teacher = softmax(log heat / temperature) per row (1.0).

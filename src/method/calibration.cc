@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <map>
 #include <memory>
@@ -21,6 +22,14 @@ struct Item {
   const CalibrationSample* sample;
   std::int64_t batch;
 };
+
+// Items held out of the distillation, for early stopping and the choice of P's structure: every
+// kHeldOutStride-th counted back from the last (the last alone below 9 items, none of one item),
+// so that they span the captures' files (often one per timestep) rather than one clip.
+constexpr std::int64_t kHeldOutStride = 8;
+bool held_out(std::int64_t item, std::int64_t item_count) {
+  return item_count > 1 && (item_count - 1 - item) % kHeldOutStride == 0;
+}
 
 // The tile-major order of every shape over `grid`.
 std::vector<std::vector<std::int32_t>> shape_orders(const Grid& grid,
@@ -49,12 +58,18 @@ DistillSample distill_sample(std::span<const float> q, std::span<const float> k,
   return sample;
 }
 
-void record_report(const DistillReport& report, bool heldout, HeadProfile& head) {
+void record_report(const DistillReport& report, bool heldout, const DistillConfig& config,
+                   HeadProfile& head) {
   head.calibration["kl_train_before"] = report.train_before;
   head.calibration["kl_train_after"] = report.train_after;
+  head.calibration["full_projection"] = report.structure == ProjectionStructure::kFull;
   if (heldout) {
     head.calibration["kl_heldout_before"] = report.heldout_before;
     head.calibration["kl_heldout_after"] = report.heldout_after;
+    for (std::size_t i = 0; i < config.structures.size() && config.structures.size() > 1; ++i) {
+      head.calibration[std::string("kl_heldout_after_") + structure_name(config.structures[i])] =
+          report.heldout_after_each[i];
+    }
   }
   head.calibration["steps"] = report.steps;
   head.calibration["best_step"] = report.best_step;
@@ -128,9 +143,10 @@ LayerProfile calibrate_by_estimator_mask(const std::vector<Item>& items, std::in
     for (std::int64_t it = 0; it < item_count; ++it) {
       const CalibrationSample& sample = *items[it].sample;
       const std::int64_t b = items[it].batch;
-      const bool held = it == item_count - 1;
+      const bool held = held_out(it, item_count);
       backend.set_item(sample, b, h0, h1);
-      const std::vector<std::vector<TileMaps>> maps = backend.tile_maps(lists, held);
+      const std::vector<std::vector<TileMaps>> maps =
+          backend.tile_maps(lists, it == item_count - 1);  // the last: dense output, measured
       const std::vector<std::vector<std::int32_t>> orders =
           shape_orders(sample.grid, config.shapes);
       parallel_for(block_heads, [&](std::int64_t h) {
@@ -193,7 +209,7 @@ LayerProfile calibrate_by_estimator_mask(const std::vector<Item>& items, std::in
     head.tile = config.shapes[choice[h]];
     head.sparsity = config.sparsity;
     head.estimator = std::move(fitted[h][choice[h]]);
-    record_report(reports[h][choice[h]], true, head);
+    record_report(reports[h][choice[h]], true, config.distill, head);
     for (std::int64_t s = 0; s < shape_count; ++s) {
       head.calibration["err_" + config.shapes[s].str()] = errors[h][s];
     }
@@ -204,6 +220,28 @@ LayerProfile calibrate_by_estimator_mask(const std::vector<Item>& items, std::in
 }
 
 }  // namespace
+
+std::string describe_distillation(const HeadProfile& head) {
+  const auto& c = head.calibration;
+  const auto value = [&](const char* key) {
+    const auto found = c.find(key);
+    if (found == c.end()) return std::string("?");
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", found->second);
+    return std::string(text);
+  };
+  std::string line = "KL train " + value("kl_train_before") + " -> " + value("kl_train_after");
+  if (c.count("kl_heldout_before")) {
+    line += ", held-out " + value("kl_heldout_before") + " -> " + value("kl_heldout_after");
+  }
+  if (!c.count("full_projection")) return line;
+  const bool full = c.at("full_projection") != 0;
+  line += full ? ", full P" : ", diagonal P";
+  // The other structure's held-out loss, where both were fitted.
+  const char* other = full ? "kl_heldout_after_diagonal" : "kl_heldout_after_full";
+  if (c.count(other)) line += std::string(full ? " (diagonal " : " (full ") + value(other) + ")";
+  return line;
+}
 
 LayerProfile calibrate_layer(std::span<const CalibrationSample> samples,
                              const CalibrationConfig& config, const ProgressCallback& progress,
@@ -277,9 +315,9 @@ LayerProfile calibrate_layer(std::span<const CalibrationSample> samples,
   const std::vector<int> choice = choose_tile_shapes(relative, config.max_shapes_per_layer);
 
   // Phase 2, per block of heads: the teacher in each head's chosen shape on every item (one
-  // oracle map each), then the distillation (all items but the last; the last is held out when
-  // there are several). Only the block's samples are held, so with the CPU backend (blocks of
-  // one head) memory does not grow with heads.
+  // oracle map each), then the distillation on all items but the held-out ones (held_out). Only the
+  // block's samples are held, so with the CPU backend (blocks of one head) memory does not grow
+  // with heads.
   LayerProfile layer;
   layer.heads.resize(heads);
   for (std::int64_t h0 = 0; h0 < heads; h0 += block) {
@@ -298,7 +336,7 @@ LayerProfile calibrate_layer(std::span<const CalibrationSample> samples,
           orders.emplace(choice[h], tile_major_order(sample.grid, config.shapes[choice[h]]));
         }
       }
-      const bool held = item_count > 1 && it == item_count - 1;
+      const bool held = held_out(it, item_count);
       parallel_for(block_heads, [&](std::int64_t h) {
         const std::vector<float> q = load_head(sample.q, b, h0 + h),
                                  k = load_head(sample.k, b, h0 + h);
@@ -317,7 +355,7 @@ LayerProfile calibrate_layer(std::span<const CalibrationSample> samples,
       HeadProfile& head = layer.heads[h];
       head.tile = config.shapes[choice[h]];
       head.sparsity = config.sparsity;
-      record_report(reports[h - h0], !heldout[h - h0].empty(), head);
+      record_report(reports[h - h0], !heldout[h - h0].empty(), config.distill, head);
       if (search_items > 0) {
         for (std::int64_t c = 0; c < shape_count; ++c) {
           head.calibration["err_" + config.shapes[c].str()] = relative[h][c];

@@ -64,6 +64,81 @@ void check_sample(const DistillSample& sample, std::int64_t dim) {
       "] and [Tq, Tk]");
 }
 
+// One structure's fit (distill_estimator's loop body): Adam from params, early stopping on the
+// held-out (else train) loss; params left at the best step's values.
+DistillReport fit_structure(std::span<const DistillSample> train,
+                            std::span<const DistillSample> heldout, float scale,
+                            const DistillConfig& config, ProjectionStructure structure,
+                            EstimatorParams& params) {
+  const std::int64_t dim = params.dim, size = 3 * dim * dim;
+  auto mean_loss = [&](std::span<const DistillSample> samples, const EstimatorParams& p) {
+    double total = 0;
+    for (const DistillSample& sample : samples) {
+      total += estimator_kl(p, sample, scale, nullptr, structure);
+    }
+    return samples.empty() ? 0.0 : total / static_cast<double>(samples.size());
+  };
+  DistillReport report;
+  report.structure = structure;
+  report.train_before = mean_loss(train, params);
+  report.heldout_before = mean_loss(heldout, params);
+  const bool use_heldout = !heldout.empty();
+  double best = use_heldout ? report.heldout_before : report.train_before;
+  EstimatorParams best_params = params;
+
+  // Adam (beta 0.9, 0.999) on the trained entries of both matrices as one vector (entry k of
+  // `trained` in P_q, then in P_k); decoupled weight decay. Diagonal: the entries (c D + d, d).
+  std::vector<std::int64_t> trained;
+  if (structure == ProjectionStructure::kDiagonal) {
+    for (std::int64_t c = 0; c < 3; ++c) {
+      for (std::int64_t d = 0; d < dim; ++d) trained.push_back((c * dim + d) * dim + d);
+    }
+  } else {
+    trained.resize(static_cast<std::size_t>(size));
+    std::iota(trained.begin(), trained.end(), std::int64_t{0});
+  }
+  const auto entries = static_cast<std::int64_t>(trained.size());
+  const double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8;
+  std::vector<double> m(2 * entries, 0.0), v(2 * entries, 0.0);
+  EstimatorParams grad = EstimatorParams::zeros(dim);
+  int stale = 0;
+  for (int step = 1; step <= config.max_steps; ++step) {
+    std::fill(grad.p_q.begin(), grad.p_q.end(), 0.0f);
+    std::fill(grad.p_k.begin(), grad.p_k.end(), 0.0f);
+    for (const DistillSample& sample : train) {
+      estimator_kl(params, sample, scale, &grad, structure);
+    }
+    const double inverse_samples = 1.0 / static_cast<double>(train.size());
+    const double correction1 = 1.0 - std::pow(beta1, step);
+    const double correction2 = 1.0 - std::pow(beta2, step);
+    for (std::int64_t k = 0; k < 2 * entries; ++k) {
+      const std::int64_t i = trained[k % entries];
+      float& p = k < entries ? params.p_q[i] : params.p_k[i];
+      const double g = (k < entries ? grad.p_q[i] : grad.p_k[i]) * inverse_samples;
+      m[k] = beta1 * m[k] + (1 - beta1) * g;
+      v[k] = beta2 * v[k] + (1 - beta2) * g * g;
+      const double update = (m[k] / correction1) / (std::sqrt(v[k] / correction2) + epsilon);
+      p = static_cast<float>(p - config.learning_rate * (update + config.weight_decay * p));
+    }
+    report.steps = step;
+    if (step % config.eval_every == 0 || step == config.max_steps) {
+      const double loss = use_heldout ? mean_loss(heldout, params) : mean_loss(train, params);
+      if (loss < best) {
+        best = loss;
+        best_params = params;
+        report.best_step = step;
+        stale = 0;
+      } else if (++stale >= config.patience) {
+        break;
+      }
+    }
+  }
+  params = std::move(best_params);
+  report.train_after = mean_loss(train, params);
+  report.heldout_after = mean_loss(heldout, params);
+  return report;
+}
+
 }  // namespace
 
 std::vector<float> teacher_from_heat(std::span<const float> heat, std::int64_t q_tiles,
@@ -145,6 +220,10 @@ double estimator_kl(const EstimatorParams& params, const DistillSample& sample, 
   return loss;
 }
 
+const char* structure_name(ProjectionStructure structure) {
+  return structure == ProjectionStructure::kFull ? "full" : "diagonal";
+}
+
 DistillReport distill_estimator(std::span<const DistillSample> train,
                                 std::span<const DistillSample> heldout, float scale,
                                 const DistillConfig& config, EstimatorParams& params) {
@@ -159,72 +238,24 @@ DistillReport distill_estimator(std::span<const DistillSample> train,
                  static_cast<std::int64_t>(params.p_k.size()) == size,
              "estimator parameters of ", params.p_q.size(), " and ", params.p_k.size(),
              " floats; expected [3D, D] = ", size, " each at D = ", dim);
+  VEDA_CHECK(!config.structures.empty(), "distillation config lists no projection structure");
 
-  auto mean_loss = [&](std::span<const DistillSample> samples, const EstimatorParams& p) {
-    double total = 0;
-    for (const DistillSample& sample : samples) {
-      total += estimator_kl(p, sample, scale, nullptr, config.structure);
-    }
-    return samples.empty() ? 0.0 : total / static_cast<double>(samples.size());
-  };
-  DistillReport report;
-  report.train_before = mean_loss(train, params);
-  report.heldout_before = mean_loss(heldout, params);
-  const bool use_heldout = !heldout.empty();
-  double best = use_heldout ? report.heldout_before : report.train_before;
-  EstimatorParams best_params = params;
-
-  // Adam (beta 0.9, 0.999) on the trained entries of both matrices as one vector (entry k of
-  // `trained` in P_q, then in P_k); decoupled weight decay. Diagonal: the entries (c D + d, d).
-  std::vector<std::int64_t> trained;
-  if (config.structure == ProjectionStructure::kDiagonal) {
-    for (std::int64_t c = 0; c < 3; ++c) {
-      for (std::int64_t d = 0; d < dim; ++d) trained.push_back((c * dim + d) * dim + d);
-    }
-  } else {
-    trained.resize(static_cast<std::size_t>(size));
-    std::iota(trained.begin(), trained.end(), std::int64_t{0});
-  }
-  const auto entries = static_cast<std::int64_t>(trained.size());
-  const double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8;
-  std::vector<double> m(2 * entries, 0.0), v(2 * entries, 0.0);
-  EstimatorParams grad = EstimatorParams::zeros(dim);
-  int stale = 0;
-  for (int step = 1; step <= config.max_steps; ++step) {
-    std::fill(grad.p_q.begin(), grad.p_q.end(), 0.0f);
-    std::fill(grad.p_k.begin(), grad.p_k.end(), 0.0f);
-    for (const DistillSample& sample : train) {
-      estimator_kl(params, sample, scale, &grad, config.structure);
-    }
-    const double inverse_samples = 1.0 / static_cast<double>(train.size());
-    const double correction1 = 1.0 - std::pow(beta1, step);
-    const double correction2 = 1.0 - std::pow(beta2, step);
-    for (std::int64_t k = 0; k < 2 * entries; ++k) {
-      const std::int64_t i = trained[k % entries];
-      float& p = k < entries ? params.p_q[i] : params.p_k[i];
-      const double g = (k < entries ? grad.p_q[i] : grad.p_k[i]) * inverse_samples;
-      m[k] = beta1 * m[k] + (1 - beta1) * g;
-      v[k] = beta2 * v[k] + (1 - beta2) * g * g;
-      const double update = (m[k] / correction1) / (std::sqrt(v[k] / correction2) + epsilon);
-      p = static_cast<float>(p - config.learning_rate * (update + config.weight_decay * p));
-    }
-    report.steps = step;
-    if (step % config.eval_every == 0 || step == config.max_steps) {
-      const double loss = use_heldout ? mean_loss(heldout, params) : mean_loss(train, params);
-      if (loss < best) {
-        best = loss;
-        best_params = params;
-        report.best_step = step;
-        stale = 0;
-      } else if (++stale >= config.patience) {
-        break;
-      }
+  DistillReport kept;
+  EstimatorParams kept_params;
+  std::vector<double> heldout_after_each;
+  for (std::size_t i = 0; i < config.structures.size(); ++i) {
+    EstimatorParams fitted = params;
+    const DistillReport report =
+        fit_structure(train, heldout, scale, config, config.structures[i], fitted);
+    heldout_after_each.push_back(report.heldout_after);
+    if (i == 0 || (!heldout.empty() && report.heldout_after < kept.heldout_after)) {
+      kept = report;
+      kept_params = std::move(fitted);
     }
   }
-  params = std::move(best_params);
-  report.train_after = mean_loss(train, params);
-  report.heldout_after = mean_loss(heldout, params);
-  return report;
+  kept.heldout_after_each = std::move(heldout_after_each);
+  params = std::move(kept_params);
+  return kept;
 }
 
 }  // namespace veda::method

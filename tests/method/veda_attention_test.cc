@@ -101,7 +101,7 @@ TEST(Calibration, FitsEveryHeadAndLowersHeldOutLoss) {
   CalibrationConfig config;
   config.sparsity = 0.75;
   config.max_shapes_per_layer = 2;
-  config.distill.structure = ProjectionStructure::kDiagonal;
+  config.distill.structures = {ProjectionStructure::kDiagonal};
   config.distill.learning_rate = 1e-2;
   config.distill.weight_decay = 0;
   std::int64_t reports = 0;

@@ -39,7 +39,7 @@ struct CalibrateOptions {
   std::string model = "unnamed";
   int max_shapes = 0;
   int search_samples = 1;
-  std::string structure = "diagonal";
+  std::string structure = "auto";
   int steps = 300;
   double learning_rate = 1e-2;
   double weight_decay = 1e-2;
@@ -57,8 +57,9 @@ void run_calibrate(const CalibrateOptions& options) {
              options.search, "' is not known; expected oracle or estimator");
   VEDA_CHECK(options.teacher == "heat" || options.teacher == "mass", "--teacher '", options.teacher,
              "' is not known; expected heat or mass");
-  VEDA_CHECK(options.structure == "diagonal" || options.structure == "full", "--structure '",
-             options.structure, "' is not known; expected diagonal or full");
+  VEDA_CHECK(
+      options.structure == "auto" || options.structure == "diagonal" || options.structure == "full",
+      "--structure '", options.structure, "' is not known; expected auto, diagonal or full");
   VEDA_CHECK(options.max_shapes >= 0 && options.search_samples >= 0 && options.steps >= 0,
              "--max-shapes, --search-samples and --steps must not be negative");
   VEDA_CHECK(options.threshold >= 0 && options.threshold <= 1, "--threshold ", options.threshold,
@@ -103,8 +104,11 @@ void run_calibrate(const CalibrateOptions& options) {
                                                 : method::CalibrationConfig::Search::kOracleMask;
   config.teacher = options.teacher == "mass" ? method::CalibrationConfig::Teacher::kMass
                                              : method::CalibrationConfig::Teacher::kHeat;
-  config.distill.structure = options.structure == "full" ? method::ProjectionStructure::kFull
-                                                         : method::ProjectionStructure::kDiagonal;
+  if (options.structure != "auto") {
+    config.distill.structures = {options.structure == "full"
+                                     ? method::ProjectionStructure::kFull
+                                     : method::ProjectionStructure::kDiagonal};
+  }
   config.distill.max_steps = options.steps;
   config.distill.learning_rate = options.learning_rate;
   config.distill.weight_decay = options.weight_decay;
@@ -143,13 +147,8 @@ void run_calibrate(const CalibrateOptions& options) {
     }
     for (std::size_t h = 0; h < calibrated.heads.size(); ++h) {
       const method::HeadProfile& head = calibrated.heads[h];
-      const auto& c = head.calibration;
-      std::printf("  head %zu: tile %-6s KL train %.3f -> %.3f", h, head.tile.str().c_str(),
-                  c.at("kl_train_before"), c.at("kl_train_after"));
-      if (c.count("kl_heldout_before")) {
-        std::printf(", held-out %.3f -> %.3f", c.at("kl_heldout_before"), c.at("kl_heldout_after"));
-      }
-      std::printf("\n");
+      std::printf("  head %zu: tile %-6s %s\n", h, head.tile.str().c_str(),
+                  method::describe_distillation(head).c_str());
     }
     if (options.search_samples > 0 || options.search == "estimator") {
       const method::TilingSummary tiling = method::summarize_tiling(calibrated);
@@ -198,7 +197,9 @@ void add_calibrate_command(CLI::App& app) {
       ->capture_default_str();
   command
       ->add_option("--structure", options->structure,
-                   "Trained entries of P: diagonal (768 per head) or full (2*3D*D)")
+                   "Trained entries of P: diagonal (768 per head), full (2*3D*D), or auto: both "
+                   "fitted, the lower held-out KL kept per head (a full P costs the GPU front "
+                   "end a tensor-core projection)")
       ->capture_default_str();
   command->add_option("--steps", options->steps, "Most Adam steps per head")->capture_default_str();
   command->add_option("--learning-rate", options->learning_rate, "Adam learning rate")

@@ -74,14 +74,9 @@ void run_demo_command(const DemoOptions& options) {
   const method::LayerProfile& layer = result.profile.layers.front();
   for (std::size_t h = 0; h < layer.heads.size(); ++h) {
     const method::HeadProfile& head = layer.heads[h];
-    const auto& c = head.calibration;
-    std::printf(
-        "  head %zu %-15s tile %-6s KL train %.3f -> %.3f, held-out "
-        "%.3f -> %.3f\n",
-        h, std::string(method::head_kind_name(result.kinds[h])).c_str(), head.tile.str().c_str(),
-        c.at("kl_train_before"), c.at("kl_train_after"),
-        c.count("kl_heldout_before") ? c.at("kl_heldout_before") : 0.0,
-        c.count("kl_heldout_after") ? c.at("kl_heldout_after") : 0.0);
+    std::printf("  head %zu %-15s tile %-6s %s\n", h,
+                std::string(method::head_kind_name(result.kinds[h])).c_str(),
+                head.tile.str().c_str(), method::describe_distillation(head).c_str());
   }
   const method::TilingSummary tiling = method::summarize_tiling(layer);
   std::printf(
