@@ -61,6 +61,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     f = e % 16 + 16 * (e / 32 % 2);
     c4 = 2 * (e / 64) + e / 16 % 2;
   };
+  // P's float4 as one 16-byte load where its rows are aligned (D % 4 == 0: every head dim in
+  // use); four scalar loads cost the L1, this kernel's bound, four times the requests.
+  const bool vector_weights =
+      dim % 4 == 0 && reinterpret_cast<std::uintptr_t>(p) % alignof(float4) == 0;
   float next_features[kFeatureLoads];
   float4 next_weights[kWeightLoads];
   const auto load_slice = [&](std::int64_t f0) {
@@ -76,6 +80,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       int f_in_slice, c4;
       weight_slot(static_cast<int>(threadIdx.x) + i * kThreads, f_in_slice, c4);
       const std::int64_t f = f0 + f_in_slice, c = column0 + 4 * c4;
+      if (vector_weights) {
+        next_weights[i] = f < depth && c < dim ? *reinterpret_cast<const float4*>(p + f * dim + c)
+                                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        continue;
+      }
       float values[4];
 #pragma unroll
       for (int q = 0; q < 4; ++q) values[q] = f < depth && c + q < dim ? p[f * dim + c + q] : 0.0f;

@@ -370,6 +370,8 @@ INSTANTIATE_TEST_SUITE_P(
         SelectionCase{1, 2, 591, 591, 128, 30, true, true},
         SelectionCase{1, 2, 50, 70, 64, 70, false, false},
         SelectionCase{1, 1, 80, 20, 64, 5, true, true},
+        // D = 36: a full P whose rows are not 16-byte aligned (scalar loads).
+        SelectionCase{1, 1, 45, 45, 36, 9, true, false},
         // Tk = 4000: keys of 32 rows exceed shared memory,
         // so blocks of 4 query tiles.
         SelectionCase{1, 1, 21, 4000, 64, 200, true, true},
