@@ -128,7 +128,7 @@ DistillReport fit_structure(std::span<const DistillSample> train,
         best_params = params;
         report.best_step = step;
         stale = 0;
-      } else if (++stale >= config.patience) {
+      } else if (++stale >= config.patience && step >= config.warmup_steps) {
         break;
       }
     }

@@ -159,10 +159,11 @@ TEST(Estimator, DiagonalPathEqualsFullPathOnDiagonalParameters) {
   }
 }
 
-// Samples whose teacher is the softmax of a hidden estimator's logits on random statistics:
-// learnable (exactly so in the hidden estimator's structure).
+// Samples whose teacher is the softmax of a hidden estimator's logits (times `sign`) on random
+// statistics: learnable (exactly so in the hidden estimator's structure, at sign 1).
 std::vector<DistillSample> hidden_teacher_samples(const EstimatorParams& hidden, int count,
-                                                  float scale, std::mt19937& rng) {
+                                                  float scale, std::mt19937& rng,
+                                                  float sign = 1.0f) {
   const std::int64_t dim = hidden.dim;
   std::vector<DistillSample> samples;
   for (int s = 0; s < count; ++s) {
@@ -171,7 +172,7 @@ std::vector<DistillSample> hidden_teacher_samples(const EstimatorParams& hidden,
         tile_logits(project_tiles(sample.q_stats, dim, hidden.p_q),
                     project_tiles(sample.k_stats, dim, hidden.p_k), dim, scale);
     std::vector<float> heat(z.size());
-    for (std::size_t i = 0; i < z.size(); ++i) heat[i] = std::exp(z[i] - 30.0f);
+    for (std::size_t i = 0; i < z.size(); ++i) heat[i] = std::exp(sign * z[i] - 30.0f);
     sample.teacher = teacher_from_heat(heat, 32, 32, 1.0);
     samples.push_back(std::move(sample));
   }
@@ -266,6 +267,31 @@ TEST(Estimator, WithoutHeldOutSamplesKeepsTheFirstStructure) {
   EXPECT_TRUE(is_diagonal(params));
   config.structures.clear();
   EXPECT_THROW(distill_estimator(samples, {}, 0.3f, config, params), Error);
+}
+
+// Early stopping waits for warmup_steps: a held-out loss that only rises (the held-out teacher
+// is the training teacher's opposite) stops the fit after `patience` evaluations, but not
+// before the warm-up; the parameters kept are the initial ones.
+TEST(Estimator, EarlyStoppingWaitsForTheWarmUp) {
+  std::mt19937 rng(7);
+  const std::int64_t dim = 8;
+  const float scale = 0.3f;
+  const EstimatorParams hidden = random_full_estimator(dim, rng);
+  const std::vector<DistillSample> train = hidden_teacher_samples(hidden, 2, scale, rng);
+  const std::vector<DistillSample> opposite = hidden_teacher_samples(hidden, 1, scale, rng, -1.0f);
+  DistillConfig config;
+  config.structures = {ProjectionStructure::kFull};
+  config.max_steps = 300;
+  for (const int warmup : {0, 100}) {
+    config.warmup_steps = warmup;
+    EstimatorParams params = EstimatorParams::zeros(dim);
+    const DistillReport report = distill_estimator(train, opposite, scale, config, params);
+    EXPECT_EQ(report.best_step, 0);
+    EXPECT_EQ(report.steps, std::max(warmup, config.patience * config.eval_every));
+    EXPECT_EQ(report.heldout_after, report.heldout_before);
+    EXPECT_EQ(report.train_after, report.train_before);
+    EXPECT_EQ(params.p_q, EstimatorParams::zeros(dim).p_q);
+  }
 }
 
 TEST(Estimator, DiagonalStructureTrainsOnlyDiagonalBlocks) {

@@ -67,6 +67,8 @@ struct DistillConfig {
   double weight_decay = 1e-2;  // decoupled (AdamW), per step: P -= lr * wd * P
   int eval_every = 10;         // held-out evaluation period, steps
   int patience = 6;            // evaluations without held-out improvement before stopping
+  int warmup_steps = 100;      // no early stop before (a full P's first Adam steps can raise the
+                               // held-out loss before it falls)
 };
 
 const char* structure_name(ProjectionStructure structure);  // "diagonal" or "full"
