@@ -198,7 +198,10 @@ def test_calibrate_missing_sample_names_it(captures, tmp_path):
     ("options", "message"),
     [
         ({"sparsity": 1.5}, r"--sparsity 1.5 is outside \[0, 1\)"),
-        ({"structure": "banana"}, "--structure 'banana' is not known; expected diagonal or full"),
+        (
+            {"structure": "banana"},
+            "--structure 'banana' is not known; expected auto, diagonal or full",
+        ),
         ({"device": "tpu"}, "--device 'tpu' is not known; expected auto, cpu or cuda"),
         ({"steps": -3}, "and --steps must not be negative"),
         ({"grid": (2, 16, 8)}, "grid 2x16x8"),  # 256 tokens, the captures have 512
