@@ -66,7 +66,8 @@ def calibrate(
         max_shapes: at most this many tile shapes per layer (0: no limit).
         search_samples: samples on which the tile search measures output error (1).
         structure: trained entries of P, "diagonal", "full", or "auto": both fitted and the one
-            of lower held-out KL kept per head ("auto").
+            of lower held-out KL kept per head, for captures at the grid you generate at
+            ("diagonal").
         steps: most Adam steps per head (300).
         learning_rate, weight_decay: Adam learning rate (1e-2) and decoupled weight decay (1e-2).
         temperature: teacher = softmax(log heat / temperature) per row (1.0).

@@ -217,15 +217,16 @@ TEST(Estimator, DistillationLowersTrainAndHeldOutLoss) {
   EXPECT_GT(report.best_step, 0);
 }
 
-// The default fits both structures and keeps the one of the lower held-out loss: the full P
-// where the teacher needs it, with the parameters and report of that fit.
-TEST(Estimator, DefaultKeepsTheStructureOfLowerHeldOutLoss) {
+// Both structures listed: both fitted, the one of the lower held-out loss kept (the full P where
+// the teacher needs it), with the parameters and report of that fit.
+TEST(Estimator, BothStructuresKeepTheOneOfLowerHeldOutLoss) {
   std::mt19937 rng(4);
   const std::int64_t dim = 16;
   const float scale = 0.25f;
   const std::vector<DistillSample> samples =
       hidden_teacher_samples(random_full_estimator(dim, rng), 9, scale, rng);
   DistillConfig config;
+  config.structures = {ProjectionStructure::kDiagonal, ProjectionStructure::kFull};
   config.max_steps = 200;
   config.weight_decay = 0;
   const auto train = std::span(samples).first(8), heldout = std::span(samples).last(1);
@@ -260,9 +261,11 @@ TEST(Estimator, WithoutHeldOutSamplesKeepsTheFirstStructure) {
   const std::vector<DistillSample> samples =
       hidden_teacher_samples(random_full_estimator(dim, rng), 2, 0.3f, rng);
   DistillConfig config;
+  config.structures = {ProjectionStructure::kDiagonal, ProjectionStructure::kFull};
   config.max_steps = 30;
   EstimatorParams params = EstimatorParams::zeros(dim);
   const DistillReport report = distill_estimator(samples, {}, 0.3f, config, params);
+  ASSERT_EQ(report.heldout_after_each.size(), 2u);
   EXPECT_EQ(report.structure, ProjectionStructure::kDiagonal);
   EXPECT_TRUE(is_diagonal(params));
   config.structures.clear();

@@ -39,7 +39,7 @@ struct CalibrateOptions {
   std::string model = "unnamed";
   int max_shapes = 0;
   int search_samples = 1;
-  std::string structure = "auto";
+  std::string structure = "diagonal";
   int steps = 300;
   double learning_rate = 1e-2;
   double weight_decay = 1e-2;
@@ -104,10 +104,11 @@ void run_calibrate(const CalibrateOptions& options) {
                                                 : method::CalibrationConfig::Search::kOracleMask;
   config.teacher = options.teacher == "mass" ? method::CalibrationConfig::Teacher::kMass
                                              : method::CalibrationConfig::Teacher::kHeat;
-  if (options.structure != "auto") {
-    config.distill.structures = {options.structure == "full"
-                                     ? method::ProjectionStructure::kFull
-                                     : method::ProjectionStructure::kDiagonal};
+  if (options.structure == "auto") {
+    config.distill.structures = {method::ProjectionStructure::kDiagonal,
+                                 method::ProjectionStructure::kFull};
+  } else if (options.structure == "full") {
+    config.distill.structures = {method::ProjectionStructure::kFull};
   }
   config.distill.max_steps = options.steps;
   config.distill.learning_rate = options.learning_rate;
@@ -198,8 +199,9 @@ void add_calibrate_command(CLI::App& app) {
   command
       ->add_option("--structure", options->structure,
                    "Trained entries of P: diagonal (768 per head), full (2*3D*D), or auto: both "
-                   "fitted, the lower held-out KL kept per head (a full P costs the GPU front "
-                   "end a tensor-core projection)")
+                   "fitted, the lower held-out KL kept per head (for captures at the grid you "
+                   "generate at: a full P can transfer worse to other grids, and costs the GPU "
+                   "front end a tensor-core projection)")
       ->capture_default_str();
   command->add_option("--steps", options->steps, "Most Adam steps per head")->capture_default_str();
   command->add_option("--learning-rate", options->learning_rate, "Adam learning rate")
