@@ -3,6 +3,7 @@
     python -m testbed.quality --checkpoint DIR --out DIR [--calib-classes 1 5 9] [--calib-seeds 101]
         [--eval-classes 0 8] [--eval-seeds 202] [--layers ...] [--t 0.9 0.5 0.2]
         [--sparsity 0.8 0.9 0.95] [--calibrate-each] [--captures DIR] [--veda-cli PATH]
+        [--profile PROFILE.json] [--eval-height H --eval-width W]
 
 1. Captures q, k, v of the chosen layers (testbed.capture: one forward per t of noised data clips)
    for calibration clips and for evaluation clips; their classes and seeds must be disjoint.
@@ -11,7 +12,8 @@
    only sets where the head-aware tile search measures the oracle mask's output error (and the
    sparsity written in the profile); the distillation does not depend on it. --calibrate-each
    calibrates a profile per sparsity (3x the calibration time, and more tilings to evaluate;
-   on the trained testbed it moved Veda's rel-L2 by under 1%).
+   on the trained testbed it moved Veda's rel-L2 by under 1%). --profile skips steps 1-2 for
+   the calibration clips and evaluates a given profile instead.
 3. On every evaluation capture, per clip and head, at each sparsity s (budget k = ceil((1 - s) *
    tiles) key tiles per query tile, the own tile always kept), the methods of testbed.masks:
 
@@ -33,7 +35,9 @@
    DIR/quality.png (quality against sparsity per method) and prints the averaged table last.
 
 Everything runs on the CPU in float32 (testbed.tiled_attention); at the training grid (12,288
-tokens, 96 tiles) one head costs about 1 s per tiling, 3-5 tilings per head.
+tokens, 96 tiles) one head costs about 1 s per tiling, 3-5 tilings per head. --eval-height and
+--eval-width capture the evaluation clips at another resolution (e.g. 192 x 256, the evaluation
+grid of testbed.sample: 49,152 tokens, ~16x the time a head).
 """
 
 from __future__ import annotations
@@ -373,16 +377,19 @@ def evaluate(captures: CaptureSet, profiles: dict[float, Path], log=print) -> li
 
 
 def capture_sets(args: argparse.Namespace, work: Path) -> dict[str, CaptureSet]:
-    """The calibration and evaluation captures in work/calibration and work/evaluation; captures
-    already there of the same clips and t are reused when they hold every layer asked for (only
-    those layers' files are used)."""
+    """The calibration (unless a --profile is given) and evaluation captures in work/calibration
+    and work/evaluation (work/evaluation-HxW at another resolution); captures already there of the
+    same clips, t and grid are reused when they hold every layer asked for (only those layers'
+    files are used)."""
     model = None
     sets = {}
-    for name, classes, seeds in (
-        ("calibration", args.calib_classes, args.calib_seeds),
-        ("evaluation", args.eval_classes, args.eval_seeds),
-    ):
-        folder = work / name
+    resized = args.eval_height is not None
+    wanted_sets = [("evaluation", args.eval_classes, args.eval_seeds, resized)]
+    if args.profile is None:
+        wanted_sets.insert(0, ("calibration", args.calib_classes, args.calib_seeds, False))
+    for name, classes, seeds, at_eval_size in wanted_sets:
+        height, width = (args.eval_height, args.eval_width) if at_eval_size else (None, None)
+        folder = work / (f"{name}-{height}x{width}" if at_eval_size else name)
         clips = clip_list(classes, seeds)
         if (folder / MANIFEST).exists():
             existing = CaptureSet.load(folder)
@@ -397,7 +404,9 @@ def capture_sets(args: argparse.Namespace, work: Path) -> dict[str, CaptureSet]:
         if model is None:
             model, _ = load_checkpoint(args.checkpoint, device=args.device)
         print(f"capturing {name}: {len(clips)} clip(s) x {len(args.t)} t", flush=True)
-        sets[name] = capture_clips(model, folder, clips=clips, times=args.t, layers=args.layers)
+        sets[name] = capture_clips(
+            model, folder, clips=clips, times=args.t, layers=args.layers, height=height, width=width
+        )
     return sets
 
 
@@ -443,7 +452,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.calib_classes} / {args.eval_classes}, seeds {args.calib_seeds} / "
             f"{args.eval_seeds}"
         )
-    cli = find_veda_cli(args.veda_cli)
+    if (args.eval_height is None) != (args.eval_width is None):
+        raise ValueError(
+            f"--eval-height {args.eval_height} and --eval-width {args.eval_width}: give both or "
+            "neither"
+        )
+    if args.profile is not None and not Path(args.profile).is_file():
+        raise ValueError(f"--profile {args.profile} does not exist")
+    cli = None if args.profile is not None else find_veda_cli(args.veda_cli)
     seconds: dict[str, float] = {}
     work = Path(args.captures) if args.captures else Path(tempfile.mkdtemp(prefix="veda-captures-"))
     try:
@@ -457,6 +473,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         profiles_at = {}
         for target in sorted(set(calibrated_at.values())):
+            if args.profile is not None:
+                profiles_at[target] = Path(args.profile)
+                continue
             print(f"calibrating at {target:g} ({cli})", flush=True)
             profiles_at[target] = calibrate(cli, sets["calibration"], target, out)
         profiles = {s: profiles_at[calibrated_at[s]] for s in args.sparsity}
@@ -477,8 +496,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sparsities": args.sparsity,
         "methods": list(METHODS),
         "calibration": {
-            "clips": sets["calibration"].clips,
-            "times": sets["calibration"].times,
+            "clips": sets["calibration"].clips if "calibration" in sets else None,
+            "times": sets["calibration"].times if "calibration" in sets else None,
             "calibrated_at": {_key(s): t for s, t in calibrated_at.items()},
             "profiles": {_key(s): str(p) for s, p in profiles.items()},
         },
@@ -511,6 +530,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibrate-each", action="store_true", help="a profile per sparsity")
     p.add_argument("--captures", default=None, help="keep (and reuse) captures in this folder")
     p.add_argument("--veda-cli", default=None, help="the veda binary (default: see find_veda_cli)")
+    p.add_argument("--profile", default=None, help="evaluate this profile instead of calibrating")
+    p.add_argument("--eval-height", type=int, default=None, help="evaluation clips' height")
+    p.add_argument("--eval-width", type=int, default=None, help="evaluation clips' width")
     return p.parse_args(argv)
 
 

@@ -269,3 +269,35 @@ def test_captures_of_more_layers_are_reused_for_fewer(tiny_checkpoint, tmp_path,
         assert reused[name].files == [f for f in every[name].files if f.layer == 1]
     with pytest.raises(AssertionError, match="captured again"):
         quality.capture_sets(quality.parse_args(capture_args(0, 2)), tmp_path)
+
+
+def test_a_given_profile_is_evaluated_at_another_resolution(tiny_checkpoint, tmp_path, monkeypatch):
+    cli = veda_cli()
+    if cli is None:
+        pytest.skip("no veda CLI built (cmake --build BUILD --target veda)")
+    common = ["--checkpoint", str(tiny_checkpoint), "--calib-classes", "1", "--eval-classes", "0",
+              "--t", "0.5", "--layers", "1"]  # fmt: skip
+    calibrated = tmp_path / "calibrated"
+    quality.main([*common, "--out", str(calibrated), "--veda-cli", str(cli)])
+    profile = calibrated / "profile-90.json"
+
+    def no_cli(*args, **kwargs):
+        raise AssertionError("calibrated although a profile was given")
+
+    monkeypatch.setattr(quality, "find_veda_cli", no_cli)
+    captures = tmp_path / "captures"
+    result = quality.main(
+        [*common, "--out", str(tmp_path / "larger"), "--profile", str(profile),
+         "--eval-height", "128", "--eval-width", "96", "--captures", str(captures)]
+    )  # fmt: skip
+    assert result["grid"] == [8, 32, 24]  # the tiny model's patch is 1x4x4
+    assert set(result["calibration"]["profiles"].values()) == {str(profile)}
+    assert sorted(p.name for p in captures.iterdir()) == ["evaluation-128x96"]
+    assert 0 < result["mean"]["veda"]["0.9"]["tile_recall"] <= 1
+
+    with pytest.raises(ValueError, match="give both or neither"):
+        quality.main([*common, "--out", str(tmp_path / "x"), "--eval-height", "128"])
+    with pytest.raises(ValueError, match="--profile .*missing.json does not exist"):
+        quality.main(
+            [*common, "--out", str(tmp_path / "x"), "--profile", str(tmp_path / "missing.json")]
+        )
