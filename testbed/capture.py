@@ -148,6 +148,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[101])
     p.add_argument("--t", type=float, nargs="+", default=[0.9, 0.5, 0.2])
     p.add_argument("--layers", type=int, nargs="+", default=None, help="default: all")
+    p.add_argument("--frames", type=int, default=None, help="default: the training clip's")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
     return p.parse_args(argv)
 
 
@@ -155,7 +158,14 @@ def main(argv: list[str] | None = None) -> CaptureSet:
     args = parse_args(argv)
     model, _ = load_checkpoint(args.checkpoint, device=args.device)
     captured = capture_clips(
-        model, args.out, clips=clip_list(args.classes, args.seeds), times=args.t, layers=args.layers
+        model,
+        args.out,
+        clips=clip_list(args.classes, args.seeds),
+        times=args.t,
+        layers=args.layers,
+        frames=args.frames,
+        height=args.height,
+        width=args.width,
     )
     print(f"captured {len(captured.files)} files into {captured.folder}")
     return captured
