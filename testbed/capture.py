@@ -1,7 +1,7 @@
 """q, k, v of the testbed's self-attention, captured to .safetensors (the input of `veda calibrate`).
 
     python -m testbed.capture --checkpoint DIR --out CAPTURES [--classes 1 5 9] [--seeds 101]
-        [--t 0.9 0.5 0.2] [--layers 0 1 ...]
+        [--t 0.9 0.5 0.2] [--layers 0 1 ...] [--frames F --height H --width W]
 
 Cheap on the CPU: instead of running a sampler (30 transformer calls per clip), each data clip
 x0 (testbed.data.ClipGenerator: a class and a seed) is noised to x_t = (1 - t) x0 + t noise at the
