@@ -66,10 +66,12 @@ void record_report(const DistillReport& report, bool heldout, const DistillConfi
   if (heldout) {
     head.calibration["kl_heldout_before"] = report.heldout_before;
     head.calibration["kl_heldout_after"] = report.heldout_after;
-    for (std::size_t i = 0; config.structures.size() > 1 && i < config.structures.size(); ++i) {
-      const std::string key =
-          std::string("kl_heldout_after_") + structure_name(config.structures[i]);
-      head.calibration[key] = report.heldout_after_each[i];
+    if (config.structures.size() > 1) {  // each structure's loss, where there was a choice
+      for (std::size_t i = 0; i < config.structures.size(); ++i) {
+        const std::string key =
+            std::string("kl_heldout_after_") + structure_name(config.structures[i]);
+        head.calibration[key] = report.heldout_after_each[i];
+      }
     }
   }
   head.calibration["steps"] = report.steps;

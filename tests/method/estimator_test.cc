@@ -198,18 +198,30 @@ bool is_diagonal(const EstimatorParams& params) {
   return true;
 }
 
-TEST(Estimator, DistillationLowersTrainAndHeldOutLoss) {
-  std::mt19937 rng(3);
-  const std::int64_t dim = 16;
-  const float scale = 0.25f;
-  const std::vector<DistillSample> samples =
-      hidden_teacher_samples(random_full_estimator(dim, rng), 9, scale, rng);
-  EstimatorParams params = EstimatorParams::zeros(dim);
+// The two fits below: 9 samples of a hidden full estimator at D = 16, scale 0.25 (8 to train,
+// the last held out), 200 Adam steps without weight decay.
+constexpr std::int64_t kFitDim = 16;
+constexpr float kFitScale = 0.25f;
+
+std::vector<DistillSample> learnable_samples(std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  return hidden_teacher_samples(random_full_estimator(kFitDim, rng), 9, kFitScale, rng);
+}
+
+DistillConfig fit_config(std::vector<ProjectionStructure> structures) {
   DistillConfig config;
-  config.structures = {ProjectionStructure::kFull};
+  config.structures = std::move(structures);
   config.max_steps = 200;
-  config.learning_rate = 1e-2;
   config.weight_decay = 0;
+  return config;
+}
+
+TEST(Estimator, DistillationLowersTrainAndHeldOutLoss) {
+  const std::int64_t dim = kFitDim;
+  const float scale = kFitScale;
+  const std::vector<DistillSample> samples = learnable_samples(3);
+  EstimatorParams params = EstimatorParams::zeros(dim);
+  const DistillConfig config = fit_config({ProjectionStructure::kFull});
   const DistillReport report = distill_estimator(std::span(samples).first(8),
                                                  std::span(samples).last(1), scale, config, params);
   EXPECT_LT(report.train_after, 0.5 * report.train_before);
@@ -220,15 +232,10 @@ TEST(Estimator, DistillationLowersTrainAndHeldOutLoss) {
 // Both structures listed: both fitted, the one of the lower held-out loss kept (the full P where
 // the teacher needs it), with the parameters and report of that fit.
 TEST(Estimator, BothStructuresKeepTheOneOfLowerHeldOutLoss) {
-  std::mt19937 rng(4);
-  const std::int64_t dim = 16;
-  const float scale = 0.25f;
-  const std::vector<DistillSample> samples =
-      hidden_teacher_samples(random_full_estimator(dim, rng), 9, scale, rng);
-  DistillConfig config;
-  config.structures = {ProjectionStructure::kDiagonal, ProjectionStructure::kFull};
-  config.max_steps = 200;
-  config.weight_decay = 0;
+  const std::int64_t dim = kFitDim;
+  const float scale = kFitScale;
+  const std::vector<DistillSample> samples = learnable_samples(4);
+  DistillConfig config = fit_config({ProjectionStructure::kDiagonal, ProjectionStructure::kFull});
   const auto train = std::span(samples).first(8), heldout = std::span(samples).last(1);
   EstimatorParams params = EstimatorParams::zeros(dim);
   const DistillReport report = distill_estimator(train, heldout, scale, config, params);

@@ -62,13 +62,13 @@ class OracleBackend;  // veda/method/oracle_backend.h
 // (rel-MSE of the searched mask; search_estimator_mask = 1 when that mask was the estimator's)).
 // `backend` runs the oracle work (nullptr: the CPU reference, made for this call); items are
 // taken in blocks of backend->heads_per_item heads (cpu: 1, cuda: all).
+LayerProfile calibrate_layer(std::span<const CalibrationSample> samples,
+                             const CalibrationConfig& config, const ProgressCallback& progress = {},
+                             OracleBackend* backend = nullptr);
+
 // One line on a calibrated head's distillation, from its `calibration` diagnostics: "KL train
 // 1.416 -> 0.154, held-out 1.328 -> 0.262, diagonal P (full 0.642)", the last the held-out loss
 // of the structure not kept.
 std::string describe_distillation(const HeadProfile& head);
-
-LayerProfile calibrate_layer(std::span<const CalibrationSample> samples,
-                             const CalibrationConfig& config, const ProgressCallback& progress = {},
-                             OracleBackend* backend = nullptr);
 
 }  // namespace veda::method

@@ -84,8 +84,7 @@ struct DistillReport {
 
 // Fits params (usually zeros on entry) with full-batch Adam on `train` in each of
 // config.structures, keeping the parameters of the best held-out loss (train loss if heldout is
-// empty). Single-threaded: callers run heads in
-// parallel.
+// empty). Single-threaded: callers run heads in parallel.
 DistillReport distill_estimator(std::span<const DistillSample> train,
                                 std::span<const DistillSample> heldout, float scale,
                                 const DistillConfig& config, EstimatorParams& params);
