@@ -6,8 +6,10 @@
 #   bash bench/run_front_end_checks.sh "a:" "b:-DFLAG=2"     # build-time variants (CUDA flags),
 #                                                            # each built, tested and timed
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 [ $# -gt 0 ] || set -- "tree:"
+table=/tmp/front_table.txt  # this call's timings (a warm machine keeps /tmp between calls)
+: > "$table"
 status=0
 for variant in "$@"; do
   name="${variant%%:*}"
@@ -25,9 +27,9 @@ for variant in "$@"; do
   [ "${PIPESTATUS[0]}" = 0 ] || { echo "$name: GPU tests failed, not timed"; status=1; continue; }
   for run in 1 2; do
     VEDA_BENCH_ORACLE=0 VEDA_BENCH_SIZE=${VEDA_BENCH_SIZE:-n75600} VEDA_BENCH_FRONT_END_ONLY=1 \
-      "$build/bench/veda_core_kernels_bench" | sed "s/^/$name run $run: /" | tee -a /tmp/front_table.txt
+      "$build/bench/veda_core_kernels_bench" | sed "s/^/$name run $run: /" | tee -a "$table"
   done
 done
 # The table last: the selection rows of every variant.
-grep -E "select|front" /tmp/front_table.txt
+grep -E "select|front" "$table"
 exit "$status"

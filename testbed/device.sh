@@ -10,8 +10,8 @@
 # TESTBED_MINUTES, default 16; TESTBED_TRAIN_ARGS, default the committed checkpoint's
 # "--low-res-minutes 6 --low-res-batch 32") and the CUDA build of veda (VEDA_CUDA=ON pip
 # install .) in their own process sessions, so both outlive the call. Every call then waits up
-# to TESTBED_WAIT seconds (default 530) for training to end, prints the log's tail and copies the newest
-# checkpoint to $OUT. Once training has ended and veda is built: samples dense and Veda
+# to TESTBED_WAIT seconds (default 530) for training to end, prints the log's tail and copies the
+# newest checkpoint to $OUT. Once training has ended and veda is built: samples dense and Veda
 # (meanpool; 80, 90, 95%) on the training grid (16x24x32) and the evaluation grid (16x48x64),
 # and the attention mass that top-k tile masks keep (testbed.attention_stats, training grid),
 # then "testbed: done". Files back (at most 8, each < 16 MiB): $OUT/checkpoint/ (2 weight
@@ -25,7 +25,7 @@
 # For a CPU dry run of this script: TESTBED_TRAIN_ARGS="--device cpu --tiny --max-steps 2"
 # TESTBED_SAMPLE_ARGS="--device cpu --steps 2 --height 64 --width 64" TESTBED_SKIP_BUILD=1.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 WORK=${TESTBED_WORK:-/tmp/testbed_device}
 RUN=$WORK/checkpoint
 MINUTES=${TESTBED_MINUTES:-16}

@@ -25,7 +25,8 @@ python3 -m testbed.capture --checkpoint "$repo/testbed/checkpoint" --out "$captu
   --height "$height" --width "$width" || exit 1
 echo "capture: $(( $(date +%s) - start )) s, $(du -sh "$captures" | cut -f1)"
 start=$(date +%s)
-python3 - "$captures" "$OUT/profile-90.json" > "$OUT/calibrate.log" 2>&1 <<'EOF' || { tail -20 "$OUT/calibrate.log"; exit 1; }
+log="$OUT/calibrate.log"
+python3 - "$captures" "$OUT/profile-90.json" > "$log" 2>&1 <<'EOF' || { tail -20 "$log"; exit 1; }
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ captures, out = Path(sys.argv[1]), sys.argv[2]
 veda.calibrate(sorted(captures.glob("*.safetensors")), out, model="testbed", device="cuda",
                verbose=True)
 EOF
-grep -E "head|oracle phase" "$OUT/calibrate.log"
+grep -E "head|oracle phase" "$log"
 echo "calibrate: $(( $(date +%s) - start )) s"
 rm -rf "$captures"
 sample="python3 -m testbed.sample --checkpoint $repo/testbed/checkpoint --classes 0 4 8 10
