@@ -4,12 +4,16 @@ same noise; PSNR / SSIM of every sparse clip against the dense one; an image str
     python -m testbed.sample --checkpoint DIR --out OUT [--sparsity 0.8 0.9 0.95]
         [--frames 16 --height 192 --width 256] [--steps 30] [--classes 0 5 7] [--seed 0]
         [--method meanpool] [--dense-steps 0] [--dense-layers 0 5] [--cfg 1.0]
+        [--early-steps 6 --early-budget 2]
 
 Time runs from t = 1 (noise) to t = 0 (clip): x_{t'} = x_t + (t' - t) v(x_t, t) on a grid of
 --steps times, shifted by --shift (t -> shift t / (1 + (shift - 1) t), as SD3 / Wan do at high
 resolution; 1 = uniform). Cross-attention stays dense; veda.diffusers.enable replaces
 self-attention on the bare transformer (cuda: bf16 weights, the GPU path; cpu: float32, the CPU
 reference). Methods: meanpool (both devices), oracle (CPU only), veda (CUDA, needs --profile).
+--early-steps K: each sparsity s as veda.diffusers.front_loaded_sparsity(steps, s, K,
+--early-budget): the first K steps keep early-budget times the key tiles, the rest fewer, the
+same mean kept tiles as s at every step.
 Writes OUT/metrics.json and OUT/strip.png (rows: dense, then each sparsity; columns: frames of the
 first clip), and prints one line per setting.
 """
@@ -128,6 +132,8 @@ def compare(
     dense_steps: int = 0,
     dense_layers: tuple[int, ...] = (),
     tile: tuple[int, int, int] = (1, 8, 16),
+    early_steps: int = 0,
+    early_budget: float = 2.0,
 ) -> tuple[dict[str, Any], list[tuple[str, torch.Tensor]]]:
     """Dense and sparse clips from the same noise; metrics and the (label, clip) rows. `profile`:
     one profile for every sparsity, or one per sparsity (each calibrated at its own)."""
@@ -162,20 +168,28 @@ def compare(
         "method": method,
         "dense_steps": dense_steps,
         "dense_layers": list(dense_layers),
+        "early_steps": early_steps,
+        "early_budget": early_budget,
         "tile": list(tile),
         "dense_seconds": round(time.time() - start, 2),
         "sparse": [],
     }
     rows = [("dense", dense[0])]
     for sparsity, sparsity_profile in zip(sparsities, profiles):
+        schedule = None
+        if early_steps:
+            schedule = veda.diffusers.front_loaded_sparsity(
+                steps, sparsity, early_steps, early_budget
+            )
         veda.diffusers.enable(
             model.transformer,
             profile=sparsity_profile,
-            sparsity=sparsity,
+            sparsity=None if schedule else sparsity,
             method=method,
             dense_steps=dense_steps,
             dense_layers=dense_layers,
             tile=tile,
+            step_sparsity=schedule,
         )
         try:
             start = time.time()
@@ -193,6 +207,7 @@ def compare(
                 "psnr": float(np.mean([p["psnr"] for p in per_clip])),
                 "ssim": float(np.mean([p["ssim"] for p in per_clip])),
                 "per_clip": per_clip,
+                "step_sparsity": schedule,
                 "seconds": round(seconds, 2),
                 "profile": None if sparsity_profile is None else str(sparsity_profile),
             }
@@ -222,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense-steps", type=int, default=0)
     p.add_argument("--dense-layers", type=int, nargs="*", default=[])
     p.add_argument("--tile", type=int, nargs=3, default=[1, 8, 16])
+    p.add_argument("--early-steps", type=int, default=0)
+    p.add_argument("--early-budget", type=float, default=2.0)
     return p.parse_args(argv)
 
 
@@ -249,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         dense_steps=args.dense_steps,
         dense_layers=tuple(args.dense_layers),
         tile=tuple(args.tile),
+        early_steps=args.early_steps,
+        early_budget=args.early_budget,
     )
     results["checkpoint"] = str(args.checkpoint)
     results["checkpoint_steps"] = info.get("steps")

@@ -20,6 +20,11 @@ step, and a larger one starts a new generation at step 0. Both experts of a Wan 
 one counter, so `dense_steps` counts the steps of the whole generation. Steps 0..dense_steps-1 run
 dense (the original processor), as do the layers in `dense_layers`.
 
+Per-step sparsity: `step_sparsity` gives step i its own sparsity (a plan per distinct value).
+front_loaded_sparsity makes one that spends the attention work of a uniform sparsity unevenly:
+more key tiles in the first, high-noise steps, whose errors the later steps carry into the whole
+clip, and fewer afterwards, for the same mean kept tiles (testbed/README.md measures it).
+
 Dense fallbacks (the original processor runs, bit-identical to diffusers): calls whose length is
 not the grid's token count (short or unequal-length calls, or no grid seen), calls with an
 encoder sequence, an attention mask or added image keys, and context-parallel configurations
@@ -55,6 +60,12 @@ class VedaConfig:
     dense_layers: tuple[int, ...] = ()
     tile: tuple[int, int, int] = (1, 8, 16)
     low_memory: bool = False
+    step_sparsity: tuple[float, ...] = ()  # per step (the last value beyond); empty: `sparsity`
+
+    def sparsity_at(self, step: int) -> float:
+        if not self.step_sparsity:
+            return self.sparsity
+        return self.step_sparsity[min(step, len(self.step_sparsity) - 1)]
 
 
 class _StepTracker:
@@ -117,6 +128,12 @@ class VedaWanAttnProcessor:
         self.layer = layer
         self.layer_profile = layer_profile
         self.dense_layer = layer in state.config.dense_layers
+        # With step_sparsity: the profile at each scheduled sparsity (shapes, estimator kept).
+        self.scheduled_profiles = {
+            sparsity: layer_profile.with_sparsity(sparsity)
+            for sparsity in set(state.config.step_sparsity)
+            if layer_profile is not None
+        }
 
     # diffusers sets these on processors (set_attention_backend, context parallelism); they belong
     # to the original processor, which runs every dense fallback.
@@ -169,16 +186,18 @@ class VedaWanAttnProcessor:
                 attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kwargs
             )
         config = self.state.config
+        sparsity = config.sparsity_at(self.state.tracker.step)
+        profile = self.scheduled_profiles.get(sparsity, self.layer_profile)
         query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)  # [B, L, H, D]
         hidden_states = sparse_attention(
             query,
             key,
             value,
             grid=self.state.tracker.grid,
-            sparsity=config.sparsity,
+            sparsity=sparsity,
             method=config.method,
             tile=config.tile,
-            profile=self.layer_profile,
+            profile=profile,
             low_memory=config.low_memory,
         )
         hidden_states = hidden_states.flatten(2, 3).type_as(query)  # [B, L, H*D]
@@ -234,6 +253,7 @@ def enable(
     dense_layers: Iterable[int] = (),
     tile: str | Sequence[int] = (1, 8, 16),
     low_memory: bool = False,
+    step_sparsity: Sequence[float] | None = None,
 ) -> None:
     """Replaces the self-attention processors of a Wan pipeline or WanTransformer3DModel.
 
@@ -254,6 +274,10 @@ def enable(
         tile: tile shape (pt, ph, pw), pt*ph*pw = 128.
         low_memory: no tile-major copies of k and v on the GPU (veda.sparse_attention's
             low_memory): 2 x k's size less memory per layer call, ~8% slower attention.
+        step_sparsity: the sparsity of each denoising step, steps past its end at its last
+            value (front_loaded_sparsity makes one); it replaces `sparsity` (give one of them)
+            and, like it, the profile's per-head sparsity. Under torch.compile each distinct
+            value is a graph of its own.
 
     Calling enable again replaces the previous settings.
     """
@@ -273,6 +297,9 @@ def enable(
         raise ValueError(f"dense_steps is {dense_steps!r}; expected a non-negative integer")
     if not isinstance(low_memory, bool):
         raise TypeError(f"low_memory is a {type(low_memory).__name__}; expected True or False")
+    schedule = _check_step_sparsity(step_sparsity, sparsity)
+    if schedule:
+        sparsity = schedule[0]  # replaces the profile's sparsities below, as `sparsity` does
     layers_dense = tuple(sorted(set(dense_layers)))
     config = VedaConfig(
         VedaConfig.sparsity if sparsity is None else float(sparsity),
@@ -281,6 +308,7 @@ def enable(
         layers_dense,
         parse_tile(tile),
         low_memory,
+        schedule,
     )
     profiles = _resolve_profiles(profile, [name for name, _ in transformers])
     for name, transformer in transformers:
@@ -307,6 +335,62 @@ def enable(
             _dynamo_disabled(state.observe), with_kwargs=True
         )
         setattr(transformer, _STATE_ATTRIBUTE, (state, originals, hook))
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0
+
+
+def _check_step_sparsity(
+    step_sparsity: Sequence[float] | None, sparsity: float | None
+) -> tuple[float, ...]:
+    if step_sparsity is None:
+        return ()
+    if sparsity is not None:
+        raise ValueError(
+            f"sparsity {sparsity} and step_sparsity were both given; expected one of them"
+        )
+    if isinstance(step_sparsity, (str, bytes)) or not isinstance(step_sparsity, Sequence):
+        raise TypeError(
+            f"step_sparsity is a {type(step_sparsity).__name__}; expected a sequence of floats"
+        )
+    if not step_sparsity:
+        raise ValueError("step_sparsity is empty; expected one sparsity per denoising step")
+    for step, value in enumerate(step_sparsity):
+        if not _is_fraction(value):
+            raise ValueError(f"step_sparsity[{step}] is {value!r}; expected a float in [0, 1)")
+    return tuple(float(value) for value in step_sparsity)
+
+
+def front_loaded_sparsity(
+    steps: int, sparsity: float, early_steps: int, early_budget: float = 2.0
+) -> list[float]:
+    """Per-step sparsities (enable's step_sparsity) with the attention work of `sparsity` at every
+    step: the first `early_steps` keep `early_budget` times its fraction of key tiles (at most
+    all), the later ones the fraction that brings the mean over `steps` back to 1 - sparsity.
+    E.g. (30, 0.95, 6, 2.0): 6 steps at 0.90, 24 at 0.9625.
+
+    Raises ValueError where the early steps alone would spend more than the whole budget, or on
+    values out of range."""
+    for name, value in (("steps", steps), ("early_steps", early_steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} is {value!r}; expected a non-negative integer")
+    if not 0 <= early_steps < steps:
+        raise ValueError(f"early_steps {early_steps} is outside [0, steps = {steps})")
+    if not _is_fraction(sparsity):
+        raise ValueError(f"sparsity is {sparsity!r}; expected a float in [0, 1)")
+    if not isinstance(early_budget, (int, float)) or not early_budget >= 1.0:
+        raise ValueError(f"early_budget is {early_budget!r}; expected a number >= 1")
+    kept = 1.0 - sparsity
+    early_kept = min(1.0, early_budget * kept)
+    late_kept = (kept * steps - early_kept * early_steps) / (steps - early_steps)
+    if late_kept <= 0.0:
+        raise ValueError(
+            f"{early_steps} early steps keeping {early_kept:g} of the key tiles spend the whole "
+            f"budget of {steps} steps at sparsity {sparsity:g}; expected fewer early steps or a "
+            "smaller early_budget"
+        )
+    return [1.0 - early_kept] * early_steps + [1.0 - late_kept] * (steps - early_steps)
 
 
 def disable(pipe_or_transformer: Any) -> None:
@@ -617,6 +701,7 @@ __all__ = [
     "capture",
     "disable",
     "enable",
+    "front_loaded_sparsity",
     "is_enabled",
     "parse_grid",
     "wan_self_attention_qkv",

@@ -84,10 +84,12 @@ class LayerProfile:
     )
 
     def with_sparsity(self, sparsity: float) -> LayerProfile:
-        """The same tile shapes and estimator with every head at `sparsity` (a new estimator
-        cache: the copy reads the parameters again on first use)."""
+        """The same tile shapes and estimator with every head at `sparsity` (sharing the
+        estimator cache: the parameters are read and uploaded once for all copies)."""
         heads = tuple(dataclasses.replace(head, sparsity=sparsity) for head in self.heads)
-        return dataclasses.replace(self, heads=heads)
+        copy = dataclasses.replace(self, heads=heads)
+        object.__setattr__(copy, "_estimator_cache", self._estimator_cache)  # frozen dataclass
+        return copy
 
     def has_estimator(self) -> bool:
         return (self.p_q is not None and self.p_k is not None) or (

@@ -103,6 +103,47 @@ def test_dense_steps_count_distinct_timesteps(wan_transformer, wan_inputs):
         assert torch.equal(out, dense[timestep]) == expect_dense, f"timestep {timestep}"
 
 
+def test_step_sparsity_sets_each_steps_sparsity(wan_transformer, wan_inputs):
+    # Step 0 (timestep 900) at sparsity 0 gives the dense output; step 1 (800) and the steps past
+    # the schedule's end (700) run at its last value, 0.95, as enable(sparsity=0.95) does.
+    dense = run(wan_transformer, wan_inputs, 900)
+    vd.enable(wan_transformer, sparsity=0.95)
+    uniform = {t: run(wan_transformer, wan_inputs, t) for t in (900, 800, 700)}
+    vd.enable(wan_transformer, step_sparsity=[0.0, 0.95])
+    torch.testing.assert_close(
+        run(wan_transformer, wan_inputs, 900), dense, atol=ATOL_DENSE, rtol=0
+    )
+    assert torch.equal(run(wan_transformer, wan_inputs, 800), uniform[800])
+    assert torch.equal(run(wan_transformer, wan_inputs, 700), uniform[700])
+    assert not torch.equal(uniform[800], run(wan_transformer, wan_inputs, 900))
+
+
+def test_front_loaded_sparsity_keeps_the_mean_budget():
+    schedule = vd.front_loaded_sparsity(30, 0.95, 6, 2.0)
+    assert schedule[:6] == pytest.approx([0.9] * 6)
+    assert schedule[6:] == pytest.approx([0.9625] * 24)
+    assert sum(1 - s for s in schedule) / 30 == pytest.approx(0.05)
+    # early_budget past all tiles keeps them all (sparsity 0) early; no early steps: uniform
+    assert vd.front_loaded_sparsity(10, 0.5, 2, 4.0)[:2] == [0.0, 0.0]
+    assert vd.front_loaded_sparsity(4, 0.9, 0) == pytest.approx([0.9] * 4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((30, 0.95, 16, 2.0), "16 early steps keeping 0.1 of the key tiles spend the whole budget"),
+        ((30, 0.95, 30, 2.0), "early_steps 30 is outside [0, steps = 30)"),
+        ((30, 1.0, 6, 2.0), "sparsity is 1.0; expected a float in [0, 1)"),
+        ((30, 0.95, 6, 0.5), "early_budget is 0.5; expected a number >= 1"),
+        ((30, 0.95, -1, 2.0), "early_steps is -1; expected a non-negative integer"),
+    ],
+)
+def test_front_loaded_sparsity_rejects_what_cannot_be_spent(args, message):
+    with pytest.raises(ValueError) as raised:
+        vd.front_loaded_sparsity(*args)
+    assert message in str(raised.value)
+
+
 def test_calls_off_the_grid_fall_back_to_dense(wan_transformer, wan_inputs):
     vd.enable(wan_transformer, sparsity=0.95)
     run(wan_transformer, wan_inputs)  # the pre-hook records the 4x8x16 grid
@@ -225,6 +266,14 @@ def test_two_expert_pipeline(wan_inputs):
         ({"dense_steps": -1}, ValueError, "dense_steps is -1"),
         ({"tile": (3, 3, 3)}, ValueError, "tile 3x3x3 has 27 tokens"),
         ({"low_memory": 1}, TypeError, "low_memory is a int; expected True or False"),
+        (
+            {"sparsity": 0.9, "step_sparsity": [0.9]},
+            ValueError,
+            "sparsity 0.9 and step_sparsity were both given",
+        ),
+        ({"step_sparsity": [0.9, 1.2]}, ValueError, "step_sparsity[1] is 1.2; expected a float"),
+        ({"step_sparsity": []}, ValueError, "step_sparsity is empty"),
+        ({"step_sparsity": "0.9"}, TypeError, "step_sparsity is a str; expected a sequence"),
     ],
 )
 def test_enable_rejects_bad_arguments(wan_transformer, kwargs, error, message):
