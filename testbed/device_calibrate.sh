@@ -6,7 +6,8 @@
 # Returns in $OUT: profile-90.json (+ .estimator.safetensors), calibrate.log, samples/metrics.json,
 # samples/strip.png, samples_dense3/metrics.json (the first 3 steps dense).
 # Environment: CALIB_CLASSES (default "1 2 3 5 6 7", seed 101; float32 captures of 49,152 tokens
-# are 1.4 GB a (layer, t) file for 6 clips), CALIB_T ("0.9 0.5 0.2").
+# are 1.4 GB a (layer, t) file for 6 clips), CALIB_T ("0.9 0.5 0.2"), CALIB_STRUCTURE (P's
+# structure, veda.calibrate's `structure`: "diagonal", "full" or "auto"; default "diagonal").
 set -uo pipefail
 height=${1:?height}
 width=${2:?width}
@@ -26,15 +27,15 @@ python3 -m testbed.capture --checkpoint "$repo/testbed/checkpoint" --out "$captu
 echo "capture: $(( $(date +%s) - start )) s, $(du -sh "$captures" | cut -f1)"
 start=$(date +%s)
 log="$OUT/calibrate.log"
-python3 - "$captures" "$OUT/profile-90.json" > "$log" 2>&1 <<'EOF' || { tail -20 "$log"; exit 1; }
+python3 - "$captures" "$OUT/profile-90.json" "${CALIB_STRUCTURE:-diagonal}" > "$log" 2>&1 <<'EOF' || { tail -20 "$log"; exit 1; }
 import sys
 from pathlib import Path
 
 import veda
 
-captures, out = Path(sys.argv[1]), sys.argv[2]
+captures, out, structure = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 veda.calibrate(sorted(captures.glob("*.safetensors")), out, model="testbed", device="cuda",
-               verbose=True)
+               structure=structure, verbose=True)
 EOF
 grep -E "head|oracle phase" "$log"
 echo "calibrate: $(( $(date +%s) - start )) s"
