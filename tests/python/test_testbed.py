@@ -183,6 +183,27 @@ def test_dense_and_veda_sampling(tiny_checkpoint, tmp_path):
     assert path.stat().st_size > 0
 
 
+def test_front_loaded_sampling_records_its_schedule(tiny_checkpoint):
+    pytest.importorskip("veda")
+    net, _ = model.load_checkpoint(tiny_checkpoint)
+    config = net.config
+    kwargs = {
+        "frames": config.frames,
+        "height": config.height,
+        "width": config.width,
+        "class_ids": [0],
+        "sparsities": [0.5],
+        "steps": 2,
+    }
+    uniform = sample.compare(net, **kwargs)[0]["sparse"][0]
+    # step 0 keeps 1.5 x 0.5 of the key tiles, step 1 the 0.25 that restores the mean
+    (entry,) = sample.compare(net, **kwargs, early_steps=1, early_budget=1.5)[0]["sparse"]
+    assert entry["step_sparsity"] == pytest.approx([0.25, 0.75])
+    assert math.isfinite(entry["psnr"]) and entry["psnr"] != uniform["psnr"]
+    with pytest.raises(ValueError, match="spend the whole budget"):
+        sample.compare(net, **kwargs, early_steps=1, early_budget=2.0)
+
+
 COMMITTED_CHECKPOINT = REPO_ROOT / "testbed" / "checkpoint"
 
 
