@@ -10,7 +10,8 @@ Time runs from t = 1 (noise) to t = 0 (clip): x_{t'} = x_t + (t' - t) v(x_t, t) 
 --steps times, shifted by --shift (t -> shift t / (1 + (shift - 1) t), as SD3 / Wan do at high
 resolution; 1 = uniform). Cross-attention stays dense; veda.diffusers.enable replaces
 self-attention on the bare transformer (cuda: bf16 weights, the GPU path; cpu: float32, the CPU
-reference). Methods: meanpool (both devices), oracle (CPU only), veda (CUDA, needs --profile).
+reference). Methods: meanpool, oracle (both devices; --profile for its tile shapes), veda (CUDA,
+needs --profile).
 --early-steps K: each sparsity s as veda.diffusers.front_loaded_sparsity(steps, s, K,
 --early-budget): the first K steps keep early-budget times the key tiles, the rest fewer, the
 same mean kept tiles as s at every step.

@@ -6,7 +6,9 @@
 // sparse_attention_cuda and plan_workspace_bytes: device pointers, the caller's stream, outputs
 // and workspace allocated by the caller (torch's caching allocator), nothing allocated per call.
 // sparse_attention_cuda also takes the text tokens of joint-attention models (the plan attends
-// them densely both ways in the same run).
+// them densely both ways in the same run). oracle_tile_maps_cuda and block_sparse_attention_cuda
+// are the pieces of method "oracle" on the GPU, which veda/ops.py composes (evaluation, not the
+// fast path).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/array.h>
 #include <nanobind/stl/string.h>
@@ -27,7 +29,9 @@
 
 #include "veda/attention.h"
 #include "veda/dtype.h"
+#include "veda/block_index.h"
 #include "veda/error.h"
+#include "veda/selection.h"
 #include "veda/sparse_attention.h"
 #include "veda/tile_layout.h"
 #include "veda/tokens.h"
@@ -36,6 +40,7 @@
 #include <cuda_runtime_api.h>
 
 #include "veda/cuda/attention.h"
+#include "veda/cuda/oracle.h"
 #include "veda/cuda/sparse_attention_plan.h"
 #endif
 
@@ -380,6 +385,53 @@ std::int64_t sparse_attention_gpu(const TensorSpec& q, const TensorSpec& k, cons
   return plan.budget();
 }
 
+// The oracle's maps of full attention on the GPU (veda::oracle_cuda): q, k [B, N, H, D] in
+// tile-major order; lse [B, H, N] and heat, mass [B, H, T, T] float32, contiguous device memory of
+// the caller (T = tiles of N).
+void oracle_tile_maps_gpu(const TensorSpec& q, const TensorSpec& k, std::uintptr_t lse,
+                          std::uintptr_t heat, std::uintptr_t mass, int device,
+                          std::uintptr_t stream) {
+  OracleParams params;
+  params.q = tokens_view(q, "q");
+  params.k = tokens_view(k, "k");
+  params.scale = 1.0f / std::sqrt(static_cast<float>(params.q.dim));
+  params.lse = reinterpret_cast<float*>(lse);
+  params.heat = reinterpret_cast<float*>(heat);
+  params.mass = reinterpret_cast<float*>(mass);
+  params.validate();
+  check_oracle_cuda_supported(params);
+  const DeviceScope scope(device);
+  oracle_cuda(params, reinterpret_cast<cudaStream_t>(stream));
+}
+
+// Block-sparse self-attention over the caller's lists on the GPU (veda::attention_cuda), in the
+// tile-major order of each head's group and straight on frame-major tensors: q, k, v, out
+// [B, N, H, D], lse [B, N, H] float32; counts [B, H, T] and indices [B, H, T, budget] int32
+// (veda/block_index.h, padded form); order [G, N] int32 (frame-major row of each tile-major
+// position), head_group [H] int32; all device memory.
+void block_sparse_attention_gpu(const TensorSpec& q, const TensorSpec& k, const TensorSpec& v,
+                                const TensorSpec& out, const LseSpec& lse, std::uintptr_t counts,
+                                std::uintptr_t indices, std::int64_t budget, std::uintptr_t order,
+                                std::uintptr_t head_group, int device, std::uintptr_t stream) {
+  AttentionParams params = dense_params(q, k, v, out, lse);
+  const std::int64_t tiles = tile_count(params.q.tokens);
+  VEDA_CHECK(budget >= 1 && budget <= tiles, "budget ", budget, " is outside [1, ", tiles, "]");
+  const BlockIndexView index{reinterpret_cast<const std::int32_t*>(counts),
+                             reinterpret_cast<const std::int32_t*>(indices),
+                             params.q.batch,
+                             params.q.heads,
+                             tiles,
+                             tiles,
+                             budget,
+                             nullptr};
+  params.index = &index;
+  params.out_order = reinterpret_cast<const std::int32_t*>(order);
+  params.out_head_group = reinterpret_cast<const std::int32_t*>(head_group);
+  params.read_through_order = true;
+  const DeviceScope scope(device);
+  attention_cuda(params, reinterpret_cast<cudaStream_t>(stream));
+}
+
 std::size_t plan_count() {
   const std::lock_guard<std::mutex> lock(plans_mutex);
   return plans.size();
@@ -428,6 +480,8 @@ NB_MODULE(_veda, m) {
       },
       nb::arg("grid"), nb::arg("tile"),
       "order[i] = frame-major index of the token at tile-major position i.");
+  m.def("budget_for_sparsity", &veda::budget_for_sparsity, nb::arg("sparsity"),
+        nb::arg("k_tiles"), "Key tiles kept per query tile: ceil((1 - sparsity) * k_tiles).");
 #ifdef VEDA_PYTHON_HAS_CUDA
   m.def("attention_cuda", &attention_gpu, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
         nb::arg("lse"), nb::arg("device"), nb::arg("stream"),
@@ -451,6 +505,15 @@ NB_MODULE(_veda, m) {
         "Sparse self-attention over a video grid (and text tokens before or after it, dense "
         "both ways) on the GPU through a cached SparseAttentionPlan; returns the key tiles kept "
         "per query tile.");
+  m.def("oracle_tile_maps_cuda", &oracle_tile_maps_gpu, nb::arg("q"), nb::arg("k"), nb::arg("lse"),
+        nb::arg("heat"), nb::arg("mass"), nb::arg("device"), nb::arg("stream"),
+        nb::call_guard<nb::gil_scoped_release>(),
+        "Row lse, tile heat and tile mass of full attention over tile-major q, k on the GPU.");
+  m.def("block_sparse_attention_cuda", &block_sparse_attention_gpu, nb::arg("q"), nb::arg("k"),
+        nb::arg("v"), nb::arg("out"), nb::arg("lse"), nb::arg("counts"), nb::arg("indices"),
+        nb::arg("budget"), nb::arg("order"), nb::arg("head_group"), nb::arg("device"),
+        nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>(),
+        "Block-sparse self-attention over given lists, read and written through tile orders.");
   m.def("plan_count", &plan_count, "Number of cached sparse attention plans.");
 #endif
 }

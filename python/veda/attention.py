@@ -19,8 +19,9 @@ torch.ops.veda.attention for the two dense parts, and merge_attention in float32
 
 CPU tensors run the C++ reference (any head dim up to 256; methods dense, oracle, meanpool), one
 op call per group of heads sharing tile shape and sparsity. CUDA tensors run the kernels
-(bfloat16 or float16, head dim 64 or 128; methods dense, meanpool and veda, the profile's
-estimator), one op call per group of heads sharing a sparsity, each head in its own tile shape.
+(bfloat16 or float16, head dim 64 or 128; methods dense, meanpool, veda (the profile's
+estimator) and oracle (video tokens only)), one op call per group of heads sharing a sparsity,
+each head in its own tile shape.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def sparse_attention(
             ceil((1 - sparsity) * tiles) and a query tile always keeps its own tile.
         method: tile scoring: "meanpool" (mean-pooled tile logits, the estimator at P = 0),
             "veda" (the profile's estimator p_q, p_k), "oracle" (full attention's
-            tile heat: two dense passes, for measurements; CPU only for now) or "dense".
+            tile heat: two dense passes, for measurements; on CUDA tensors without text
+            tokens) or "dense".
         tile: tile shape (pt, ph, pw) with pt*ph*pw = 128, or "ptxphxpw".
         text_tokens: number of text tokens in L, attended densely both ways.
         text_position: "after" (video first, then text) or "before".
@@ -116,8 +118,6 @@ def sparse_attention(
         raise ValueError(
             f"method {method!r} is not known; expected dense, oracle, meanpool or veda"
         )
-    if on_gpu and method == "oracle":
-        raise ValueError(ops.ORACLE_ON_GPU_MESSAGE)
     tile_sides = parse_tile(tile)
     if text_position not in TEXT_POSITIONS:
         raise ValueError(

@@ -268,7 +268,7 @@ def enable(
             replaces the profile's sparsity of every head (tile shapes and estimator stay), so one
             calibrated profile runs at any budget.
         method: tile scoring, "meanpool", "veda" (the profile's estimator), "oracle"
-            (CPU only for now) or "dense".
+            (full attention's tile heat: two dense passes a call, for measurements) or "dense".
         dense_steps: the first denoising steps run dense (see the module doc for how steps count).
         dense_layers: block indices whose self-attention stays dense.
         tile: tile shape (pt, ph, pw), pt*ph*pw = 128.

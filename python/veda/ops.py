@@ -49,7 +49,7 @@ DTYPE_CODES = {
 GPU_DTYPES = (torch.bfloat16, torch.float16)
 GPU_HEAD_DIMS = (64, 128)
 CPU_METHODS = ("dense", "oracle", "meanpool")
-GPU_METHODS = ("dense", "meanpool", "veda")
+GPU_METHODS = ("dense", "oracle", "meanpool", "veda")
 TEXT_POSITIONS = ("after", "before")
 # The GPU kernels load rows in 16-byte pieces: base and batch/token/head strides of 16 bytes.
 GPU_ALIGNMENT_BYTES = 16
@@ -58,9 +58,9 @@ NO_GPU_BUILD_MESSAGE = (
     "this build of veda has no GPU path: reinstall with `VEDA_CUDA=ON pip install .` (needs "
     "nvcc), or move q, k, v to the CPU to run the CPU reference"
 )
-ORACLE_ON_GPU_MESSAGE = (
-    "method 'oracle' is CPU-only for now; on CUDA tensors use meanpool, veda or dense, or move "
-    "q, k, v to the CPU"
+ORACLE_TEXT_MESSAGE = (
+    "method 'oracle' on CUDA tensors attends video tokens only; run the text rows densely "
+    "yourself or use meanpool or veda"
 )
 TEXT_ON_CPU_MESSAGE = (
     "torch.ops.veda.sparse_attention takes text tokens on CUDA tensors only; the CPU reference "
@@ -248,7 +248,8 @@ def sparse_attention(
     structure, which the GPU projects elementwise); head_index the global head of each of q's H
     heads (default 0..H-1).
     CPU: method "dense", "oracle", "meanpool" or "veda"; `tile` is one shape (3 ints).
-    CUDA: method "dense", "meanpool" or "veda"; `tile` is one shape for all heads (3 ints) or one
+    CUDA: method "dense", "meanpool", "veda" or "oracle" (no text tokens: two dense passes and a
+    block-sparse one, for measurements); `tile` is one shape for all heads (3 ints) or one
     per head (3 * H ints).
 
     Text tokens (CUDA only): q, k, v [B, L, H, D] with L = N + text_tokens, the text rows "after"
@@ -405,10 +406,10 @@ def _sparse_attention_cuda(
     thresholds: list[float],  # per head, or [] for none
     low_memory: bool,  # no tile-major copies (SparseLayerSettings::reordered_copies = false)
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if method == "oracle":
-        raise ValueError(ORACLE_ON_GPU_MESSAGE)
     if method not in GPU_METHODS:
-        raise ValueError(f"method {method!r} is not known; expected dense, meanpool or veda")
+        raise ValueError(
+            f"method {method!r} is not known; expected dense, oracle, meanpool or veda"
+        )
     if text_tokens < 0:
         raise ValueError(f"text_tokens is {text_tokens}; expected at least 0")
     if text_position not in TEXT_POSITIONS:
@@ -429,6 +430,11 @@ def _sparse_attention_cuda(
             f"tile has {len(tile)} entries; expected 3 (one shape) or 3 * {heads} (one per head)"
         )
     tiles = [tuple(tile[i : i + 3]) for i in range(0, len(tile), 3)]
+    if method == "oracle":
+        if text_tokens:
+            raise ValueError(f"text_tokens is {text_tokens}; {ORACLE_TEXT_MESSAGE}")
+        out, lse = _oracle_attention_cuda(q, k, v, grid, tiles * (heads // len(tiles)), sparsity)
+        return (out if out_dtype is None else out.to(out_dtype)), lse
     q_pointer = k_pointer = projection_heads = 0
     diagonal = False
     global_head: list[int] = []
@@ -475,6 +481,75 @@ def _sparse_attention_cuda(
     )
     if out_dtype is not None and out_dtype != out.dtype:
         out = out.to(out_dtype)
+    return out, lse
+
+
+def _oracle_attention_cuda(
+    q: torch.Tensor,  # [B, N, H, D]
+    k: torch.Tensor,
+    v: torch.Tensor,
+    grid: list[int],
+    tiles: list[tuple[int, ...]],  # one per head
+    sparsity: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Method "oracle" on the GPU, for evaluation (two dense passes per head: not a fast path).
+    Per group of heads sharing a tile shape: tile-major copies of their q and k, the tile heat of
+    full attention (veda::oracle_cuda), per query tile the `budget` key tiles of highest heat with
+    its own tile kept (torch.topk); then one block-sparse attention over all heads that reads q,
+    k, v through the groups' orders and writes out [B, N, H, D] and lse [B, N, H] frame-major.
+    Memory beyond the outputs: a group's q and k copies, its heat and mass [B, H_g, T, T] and
+    lse [B, H_g, N] float32, the lists [B, H, T, budget] int32."""
+    batch, tokens, heads, _ = q.shape
+    device, stream = _device_index(q.device), _stream_handle(q.device)
+    shapes = sorted(set(tiles))
+    orders = torch.tensor(
+        [_veda.tile_major_order(list(grid), list(shape)) for shape in shapes],
+        dtype=torch.int32,
+        device=q.device,
+    )  # [G, N]
+    head_group = torch.tensor(
+        [shapes.index(shape) for shape in tiles], dtype=torch.int32, device=q.device
+    )
+    count = math.ceil(tokens / _veda.TILE_TOKENS)
+    budget = _veda.budget_for_sparsity(float(sparsity), count)
+    indices = torch.empty(batch, heads, count, budget, dtype=torch.int32, device=q.device)
+    own = torch.arange(count, device=q.device)
+    q, k, v = (_gpu_aligned(t) for t in (q, k, v))
+    for group, shape in enumerate(shapes):
+        members = torch.tensor([h for h in range(heads) if tiles[h] == shape], device=q.device)
+        rows = orders[group].long()
+        q_tiled, k_tiled = (t[:, rows][:, :, members].contiguous() for t in (q, k))
+        maps = torch.empty(2, batch, len(members), count, count, device=q.device)  # heat, mass
+        row_lse = torch.empty(batch, len(members), tokens, device=q.device)
+        _veda.oracle_tile_maps_cuda(
+            _tensor_spec(q_tiled),
+            _tensor_spec(k_tiled),
+            row_lse.data_ptr(),
+            maps[0].data_ptr(),
+            maps[1].data_ptr(),
+            device,
+            stream,
+        )
+        heat = maps[0]
+        heat[..., own, own] = float("inf")
+        chosen = heat.topk(budget, dim=-1).indices.sort(dim=-1).values  # [B, H_g, T, budget]
+        indices[:, members] = chosen.to(torch.int32)
+    counts = torch.full((batch, heads, count), budget, dtype=torch.int32, device=q.device)
+    out, lse = _new_outputs(q, None)
+    _veda.block_sparse_attention_cuda(
+        _tensor_spec(q),
+        _tensor_spec(k),
+        _tensor_spec(v),
+        _tensor_spec(out),
+        _lse_spec(lse),
+        counts.data_ptr(),
+        indices.data_ptr(),
+        budget,
+        orders.data_ptr(),
+        head_group.data_ptr(),
+        device,
+        stream,
+    )
     return out, lse
 
 

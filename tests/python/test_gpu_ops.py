@@ -113,6 +113,47 @@ def test_gpu_matches_the_cpu_reference(grid, batch, heads, dim, sparsity):
     assert_matches_cpu(gpu, cpu)
 
 
+def poison_allocator_cache(megabytes: int = 256) -> None:
+    """Frees a block of NaN into torch's CUDA caching allocator, so that the next torch.empty
+    calls (the ops' outputs and buffers) start as NaN instead of stale finite values."""
+    block = torch.full((megabytes << 18,), float("nan"), device="cuda")
+    del block
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.75])  # 2-4 of 5 or 8 key tiles: a real choice
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("grid, batch, heads", [((4, 16, 16), 2, 2), ((3, 10, 21), 1, 3)])
+def test_oracle_on_the_gpu_matches_the_cpu_reference(grid, batch, heads, dim, sparsity):
+    qkv = structured_qkv(grid, batch, heads, dim, seed=3 * dim + heads)
+    cpu = veda.sparse_attention(
+        *qkv, grid=grid, sparsity=sparsity, method="oracle", return_lse=True
+    )
+    poison_allocator_cache()
+    gpu = veda.sparse_attention(
+        *(t.cuda() for t in qkv), grid=grid, sparsity=sparsity, method="oracle", return_lse=True
+    )
+    assert_matches_cpu(gpu, cpu)
+
+
+def test_oracle_heads_with_their_own_tile_shapes_in_one_call():
+    # Heads 0 and 2 share 2x8x8, head 1 has 1x8x16: two oracle groups, one attention launch that
+    # reads each head through its group's order.
+    settings = (
+        HeadSettings((2, 8, 8), 0.8),
+        HeadSettings((1, 8, 16), 0.8),
+        HeadSettings((2, 8, 8), 0.8),
+    )
+    profile = LayerProfile(layer=0, heads=settings)
+    qkv = structured_qkv((3, 10, 21), 1, 3, 128, seed=21)
+    kwargs = {"grid": (3, 10, 21), "profile": profile, "method": "oracle", "return_lse": True}
+    cpu = veda.sparse_attention(*qkv, **kwargs)
+    poison_allocator_cache()
+    with VedaOpCalls() as calls:
+        gpu = veda.sparse_attention(*(t.cuda() for t in qkv), **kwargs)
+    assert calls.names == ["veda::sparse_attention"]
+    assert_matches_cpu(gpu, cpu)
+
+
 def test_gpu_op_matches_the_cpu_op_and_dense_method():
     q, k, v = structured_qkv(GRID, 1, 2, 128, seed=1)
     args = (list(GRID), [2, 8, 8], "meanpool", 0.9, None)
@@ -370,12 +411,18 @@ def test_torch_compile_fullgraph_on_cuda(text):
     [
         (96, torch.bfloat16, {}, "q has head dim 96; the GPU path supports 64 and 128"),
         (64, torch.float32, {}, "q has dtype torch.float32; the GPU path supports bfloat16"),
-        (64, torch.bfloat16, {"method": "oracle"}, "method 'oracle' is CPU-only for now"),
+        (
+            64,
+            torch.bfloat16,
+            {"method": "oracle", "text_tokens": 8},
+            "text_tokens is 8; method 'oracle' on CUDA tensors attends video tokens only",
+        ),
         (64, torch.bfloat16, {"method": "veda"}, "method 'veda' needs a veda.LayerProfile"),
     ],
 )
 def test_unsupported_gpu_calls_raise_value_error(dim, dtype, kwargs, message):
-    q = torch.zeros(1, 1024, 2, dim, dtype=dtype, device="cuda")
+    rows = 1024 + kwargs.get("text_tokens", 0)
+    q = torch.zeros(1, rows, 2, dim, dtype=dtype, device="cuda")
     with pytest.raises(ValueError) as raised:
         veda.sparse_attention(q, q, q, grid=GRID, **kwargs)
     assert message in str(raised.value)
