@@ -28,8 +28,8 @@
 #include <vector>
 
 #include "veda/attention.h"
-#include "veda/dtype.h"
 #include "veda/block_index.h"
+#include "veda/dtype.h"
 #include "veda/error.h"
 #include "veda/selection.h"
 #include "veda/sparse_attention.h"
@@ -480,8 +480,8 @@ NB_MODULE(_veda, m) {
       },
       nb::arg("grid"), nb::arg("tile"),
       "order[i] = frame-major index of the token at tile-major position i.");
-  m.def("budget_for_sparsity", &veda::budget_for_sparsity, nb::arg("sparsity"),
-        nb::arg("k_tiles"), "Key tiles kept per query tile: ceil((1 - sparsity) * k_tiles).");
+  m.def("budget_for_sparsity", &veda::budget_for_sparsity, nb::arg("sparsity"), nb::arg("k_tiles"),
+        "Key tiles kept per query tile: ceil((1 - sparsity) * k_tiles).");
 #ifdef VEDA_PYTHON_HAS_CUDA
   m.def("attention_cuda", &attention_gpu, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
         nb::arg("lse"), nb::arg("device"), nb::arg("stream"),
