@@ -31,8 +31,9 @@ encoder sequence, an attention mask or added image keys, and context-parallel co
 (Ulysses and ring need their all-to-all in diffusers' dispatcher; not supported yet).
 
 torch.compile: the two veda ops are single opaque nodes with fake implementations; the pre-hook is
-excluded from tracing (torch._dynamo.disable), and the processor reads only the grid and a
-sparse/dense flag, so a compiled transformer holds at most a dense and a sparse variant.
+excluded from tracing (torch._dynamo.disable), and the processor reads only the grid, a
+sparse/dense flag and the step's sparsity (set by the pre-hook), so a compiled transformer holds
+at most a dense variant and a sparse one per distinct sparsity (one without step_sparsity).
 """
 
 from __future__ import annotations
@@ -107,10 +108,14 @@ class _EnableState:
         self.config = config
         self.tracker = tracker
         self.sparse_step = True  # False during the first dense_steps steps
+        # This step's sparsity, set here (outside any compiled graph) so that a compiled
+        # processor sees one float per scheduled value, not the step counter.
+        self.sparsity = config.sparsity_at(0)
 
     def observe(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self.tracker.observe(module, args, kwargs)
         self.sparse_step = self.tracker.step >= self.config.dense_steps
+        self.sparsity = self.config.sparsity_at(self.tracker.step)
 
 
 class VedaWanAttnProcessor:
@@ -186,7 +191,7 @@ class VedaWanAttnProcessor:
                 attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kwargs
             )
         config = self.state.config
-        sparsity = config.sparsity_at(self.state.tracker.step)
+        sparsity = self.state.sparsity
         profile = self.scheduled_profiles.get(sparsity, self.layer_profile)
         query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)  # [B, L, H, D]
         hidden_states = sparse_attention(

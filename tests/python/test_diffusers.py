@@ -175,6 +175,25 @@ def test_torch_compile_aot_eager_matches_eager_without_recompiling_per_step(
     assert len(graphs) == graphs_after_switch
 
 
+def test_torch_compile_with_step_sparsity_compiles_once_per_value(wan_transformer, wan_inputs):
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    vd.enable(wan_transformer, step_sparsity=[0.5, 0.5, 0.95])
+    timesteps = (900, 800, 700, 600, 500)
+    eager = {t: run(wan_transformer, wan_inputs, t) for t in timesteps}
+    vd.enable(wan_transformer, step_sparsity=[0.5, 0.5, 0.95])  # the step counter from 0 again
+    compiled = torch.compile(wan_transformer, backend=counting_backend)
+    torch._dynamo.reset()
+    for timestep in timesteps:
+        out = run(compiled, wan_inputs, timestep)
+        torch.testing.assert_close(out, eager[timestep], atol=ATOL_DENSE, rtol=0)
+    assert len(graphs) <= 2  # one sparse variant per scheduled value, none per step
+
+
 def test_torch_compile_inductor(wan_transformer, wan_inputs):
     # Inductor compiles C++ for the CPU, which needs a C++ compiler (g++ in CI).
     vd.enable(wan_transformer, sparsity=0.95)
