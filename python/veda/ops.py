@@ -34,6 +34,7 @@ Annotations here stay evaluated (no `from __future__ import annotations`):
 torch.library.custom_op infers each op's schema from them.
 """
 
+import functools
 import math
 
 import torch
@@ -484,6 +485,12 @@ def _sparse_attention_cuda(
     return out, lse
 
 
+@functools.lru_cache(maxsize=64)
+def _tile_order(grid: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
+    """int32 [N] on the CPU: the frame-major row of each tile-major position (built once)."""
+    return torch.tensor(_veda.tile_major_order(list(grid), list(shape)), dtype=torch.int32)
+
+
 def _oracle_attention_cuda(
     q: torch.Tensor,  # [B, N, H, D]
     k: torch.Tensor,
@@ -502,11 +509,7 @@ def _oracle_attention_cuda(
     batch, tokens, heads, _ = q.shape
     device, stream = _device_index(q.device), _stream_handle(q.device)
     shapes = sorted(set(tiles))
-    orders = torch.tensor(
-        [_veda.tile_major_order(list(grid), list(shape)) for shape in shapes],
-        dtype=torch.int32,
-        device=q.device,
-    )  # [G, N]
+    orders = torch.stack([_tile_order(tuple(grid), shape) for shape in shapes]).to(q.device)
     head_group = torch.tensor(
         [shapes.index(shape) for shape in tiles], dtype=torch.int32, device=q.device
     )
@@ -518,7 +521,7 @@ def _oracle_attention_cuda(
     for group, shape in enumerate(shapes):
         members = torch.tensor([h for h in range(heads) if tiles[h] == shape], device=q.device)
         rows = orders[group].long()
-        q_tiled, k_tiled = (t[:, rows][:, :, members].contiguous() for t in (q, k))
+        q_tiled, k_tiled = (t.index_select(2, members)[:, rows] for t in (q, k))  # [B, N, H_g, D]
         maps = torch.empty(2, batch, len(members), count, count, device=q.device)  # heat, mass
         row_lse = torch.empty(batch, len(members), tokens, device=q.device)
         _veda.oracle_tile_maps_cuda(
