@@ -15,7 +15,9 @@
 //               v from their copies: the plan's kernel
 //   rowscopy95  the same with row gathers of the copies' own rows (the load mechanism alone)
 //   rows@95%    the same reading frame-major q, k, v through the order (read_through_order,
-//               cp.async row gathers: the plan's kernel without reordered copies)
+//               cp.async row gathers of every tile)
+//   boxes@95%   the same loading the tiles that are full boxes by TMA (box_shapes; 525 and 440
+//               of 591 tiles): the plan's kernel without reordered copies
 //   plan@S      the whole SparseAttentionPlan::run at sparsity S (gather, selection, sparse
 //               attention storing rows frame-major), with its speedup over `dense` and its
 //               workspace, full P; -diag with a diagonal P, -rows without reordered copies
@@ -344,6 +346,10 @@ int main() {
     sparse.out_order = order_device;
     sparse.q = view(q), sparse.k = view(k), sparse.v = view(v);
     const double rows_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
+    // The same with full boxes loaded by TMA, the other tiles by row gathers: the plan's kernel.
+    const veda::TileShape shapes[2] = {{1, 8, 16}, {8, 4, 4}};
+    sparse.box_grid = size.grid, sparse.box_shapes = shapes;
+    const double boxes_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
     const veda::AttentionParams rows_kernel = sparse;
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rowscopy95", identity_ms,
                 dense_ms / identity_ms);
@@ -353,6 +359,8 @@ int main() {
                 dense_ms / kv_copies_ms);
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rows@95%", rows_ms,
                 dense_ms / rows_ms);
+    std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "boxes@95%", boxes_ms,
+                dense_ms / boxes_ms);
     struct PlanCase {
       double sparsity;
       bool copies, diagonal;

@@ -29,7 +29,7 @@ small='*b1_n1_*:*nq127*:*n129*:*grid1x1x1*:*grid3x10x21*:*tq1_*:*tq96*:*cumulati
 for tool in ${CORE_SANITIZERS:-memcheck racecheck}; do
   # The plan cases run the attention kernel too, whose racecheck takes minutes: memcheck only.
   filter="$small"
-  [ "$tool" = memcheck ] && filter="$small:*OneShapeMeanPool*:*TwoShapesEstimator*:Grids/OracleBackendCuda.*:*TextTokens*After1*:AttentionMergeCuda.*:*small_*_permuted*:*small_*_qpermuted*:*small_*_csr*:*_given*:*_extreme*:*SevenHeadsDiagonal*:*cumulative*"
+  [ "$tool" = memcheck ] && filter="$small:*OneShapeMeanPool*:*TwoShapesEstimator*:Grids/OracleBackendCuda.*:*TextTokens*After1*:AttentionMergeCuda.*:*small_*_permuted*:*small_*_qpermuted*:*small_*_csr*:*_given*:*_extreme*:*SevenHeadsDiagonal*:*Boxes*:*EightShapes*:*cumulative*"
   timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 9 \
     "$BUILD/tests/gpu/veda_gpu_tests" --gtest_filter="$filter" --gtest_brief=1 \
     > "$OUT/core_sanitizer_$tool.log" 2>&1

@@ -26,32 +26,36 @@ TEST_P(TileMajorOrder, IsAPermutationAndEveryFullBoxIsOneTile) {
   std::sort(sorted.begin(), sorted.end());
   for (std::int64_t n = 0; n < grid.tokens(); ++n) ASSERT_EQ(sorted[n], n);
 
-  // Boxes come in blocked order and are packed: walk them and check each box's tokens are
-  // consecutive in the order, at the running offset, and lie inside the box.
-  std::int64_t position = 0;
-  for (std::int64_t t0 = 0; t0 < grid.t; t0 += tile.pt) {
-    for (std::int64_t h0 = 0; h0 < grid.h; h0 += tile.ph) {
-      for (std::int64_t w0 = 0; w0 < grid.w; w0 += tile.pw) {
-        const std::int64_t size = (std::min(grid.t, t0 + tile.pt) - t0) *
-                                  (std::min(grid.h, h0 + tile.ph) - h0) *
-                                  (std::min(grid.w, w0 + tile.pw) - w0);
-        for (std::int64_t s = 0; s < size; ++s, ++position) {
-          const std::int32_t token = order[position];
-          const std::int64_t t = token / (grid.h * grid.w), h = token / grid.w % grid.h,
-                             w = token % grid.w;
-          ASSERT_TRUE(t >= t0 && t < t0 + tile.pt && h >= h0 && h < h0 + tile.ph && w >= w0 &&
-                      w < w0 + tile.pw)
-              << "token " << token << " at position " << position;
-        }
-        // A full box lands exactly on a 128-token tile when all boxes before it are full.
-        if (size == kTileTokens && grid.t % tile.pt == 0 && grid.h % tile.ph == 0 &&
-            grid.w % tile.pw == 0) {
-          EXPECT_EQ((position - size) % kTileTokens, 0);
+  // Full boxes first, then edge boxes, each group in blocked order, packed: walk them and check
+  // each box's tokens are consecutive in the order, at the running offset, and lie inside the
+  // box; every full box is one whole tile.
+  std::int64_t position = 0, full_boxes = 0;
+  for (const bool full : {true, false}) {
+    for (std::int64_t t0 = 0; t0 < grid.t; t0 += tile.pt) {
+      for (std::int64_t h0 = 0; h0 < grid.h; h0 += tile.ph) {
+        for (std::int64_t w0 = 0; w0 < grid.w; w0 += tile.pw) {
+          const std::int64_t size = (std::min(grid.t, t0 + tile.pt) - t0) *
+                                    (std::min(grid.h, h0 + tile.ph) - h0) *
+                                    (std::min(grid.w, w0 + tile.pw) - w0);
+          if ((size == kTileTokens) != full) continue;
+          if (full) {
+            EXPECT_EQ(position, full_boxes * kTileTokens);
+            ++full_boxes;
+          }
+          for (std::int64_t s = 0; s < size; ++s, ++position) {
+            const std::int32_t token = order[position];
+            const std::int64_t t = token / (grid.h * grid.w), h = token / grid.w % grid.h,
+                               w = token % grid.w;
+            ASSERT_TRUE(t >= t0 && t < t0 + tile.pt && h >= h0 && h < h0 + tile.ph && w >= w0 &&
+                        w < w0 + tile.pw)
+                << "token " << token << " at position " << position;
+          }
         }
       }
     }
   }
   EXPECT_EQ(position, grid.tokens());
+  EXPECT_EQ(full_boxes, full_box_count(grid, tile));
 }
 
 TEST_P(TileMajorOrder, ScatterInvertsGather) {
@@ -88,6 +92,26 @@ TEST(TileMajorOrder, PacksEdgeBoxesWithoutPadding) {
   EXPECT_EQ(tile_count(720), 6);
   EXPECT_EQ(order[640], 40 * 16);  // the edge box starts right after five full tiles
   EXPECT_EQ(order.back(), 719);
+}
+
+TEST(TileMajorOrder, PutsFullBoxesOnTheFirstTiles) {
+  // 2x45x20 with 1x8x16: 2 frames x 5 x 1 full boxes, then 2 x 6 edge boxes (4 columns wide or
+  // 5 rows high). Tile b < 10 is full box b: frame b / 5, rows 8 (b % 5) .., columns 0-15.
+  const Grid grid{2, 45, 20};
+  const TileShape shape{1, 8, 16};
+  ASSERT_EQ(full_box_count(grid, shape), 10);
+  const std::vector<std::int32_t> order = tile_major_order(grid, shape);
+  for (std::int64_t b = 0; b < 10; ++b) {
+    for (std::int64_t r = 0; r < kTileTokens; ++r) {
+      const std::int64_t t = b / 5, h = 8 * (b % 5) + r / 16, w = r % 16;
+      ASSERT_EQ(order[b * kTileTokens + r], (t * grid.h + h) * grid.w + w) << b << " " << r;
+    }
+  }
+  // The first edge box: frame 0, rows 0-7, columns 16-19.
+  EXPECT_EQ(order[10 * kTileTokens], 16);
+  EXPECT_EQ(order[10 * kTileTokens + 4], 20 + 16);
+  EXPECT_EQ(full_box_count({21, 45, 80}, {8, 4, 4}), 440);
+  EXPECT_EQ(full_box_count({3, 5, 7}, {1, 8, 16}), 0);
 }
 
 TEST(Grid, ParsesBothSpellingsAndRejectsOthers) {

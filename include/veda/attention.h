@@ -8,6 +8,7 @@
 #include <span>
 
 #include "veda/block_index.h"
+#include "veda/tile_layout.h"
 #include "veda/tokens.h"
 
 namespace veda {
@@ -41,6 +42,13 @@ struct AttentionParams {
   // default, which so needs no copy of q (its rows are loaded once per query tile, k and v rows
   // once per listed key tile). Needs out_order.
   bool read_queries_through_order = false;
+  // With read_through_order, optionally what out_order is: group g of out_order is
+  // tile_major_order(box_grid, box_shapes[g]) (box_grid.tokens() == N). The Hopper kernel then
+  // loads each tile that is a full box (a group's first full_box_count tiles) as one
+  // multi-dimensional TMA box instead of 128 row gathers, where q, k and v keep their heads
+  // contiguous (stride_head == D). The order itself is not read to check this. Empty: rows.
+  Grid box_grid;
+  std::span<const TileShape> box_shapes;
 
   // Throws veda::Error naming the first inconsistent argument.
   void validate() const;

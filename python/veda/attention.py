@@ -83,10 +83,10 @@ def sparse_attention(
             veda: the fewest best key tiles holding that share of the estimated mass, at most
             the budget). method "veda" needs a LayerProfile with estimator parameters.
         return_lse: also return lse [B, L, H_local] (float32, natural log).
-        low_memory: CUDA: keep no tile-major copies of k and v (the attention kernel gathers
-            their rows itself, as it always does q's): the call's workspace shrinks by 2 x the
-            size of k (1.5 GB at Wan2.1-14B 720p) and the call is ~8% slower. Nothing changes on
-            the CPU.
+        low_memory: CUDA: keep no tile-major copies of k and v (the attention kernel reads
+            their tiles itself, as it always does q's): the call's workspace shrinks by 2 x the
+            size of k (1.5 GB at Wan2.1-14B 720p) at the same speed there (full boxes of the grid
+            load by TMA; grids with few full boxes are slower). Nothing changes on the CPU.
 
     Returns:
         out [B, L, H_local, D] in q's dtype, and lse [B, L, H_local] when return_lse.

@@ -278,7 +278,7 @@ def enable(
         dense_layers: block indices whose self-attention stays dense.
         tile: tile shape (pt, ph, pw), pt*ph*pw = 128.
         low_memory: no tile-major copies of k and v on the GPU (veda.sparse_attention's
-            low_memory): 2 x k's size less memory per layer call, ~8% slower attention.
+            low_memory): 2 x k's size less memory per layer call, the same speed at Wan 720p.
         step_sparsity: the sparsity of each denoising step, steps past its end at its last
             value (front_loaded_sparsity makes one); it replaces `sparsity` (give one of them)
             and, like it, the profile's per-head sparsity. Under torch.compile each distinct

@@ -264,8 +264,8 @@ def sparse_attention(
     value for all heads of a call.
 
     low_memory (CUDA): no tile-major copies of k and v in the workspace; the attention kernel
-    gathers their rows itself, as it does q's (1.5 GB less at Wan2.1-14B 720p, the call ~8%
-    slower). The CPU reference makes no copies either way.
+    reads their tiles itself, as it does q's (1.5 GB less at Wan2.1-14B 720p, the same speed
+    there). The CPU reference makes no copies either way.
     """
     _check_operands(q, k, v)
     if q.device.type == "cuda":

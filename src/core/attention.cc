@@ -144,6 +144,15 @@ void AttentionParams::validate() const {
              "; expected an out_order and as many query as key tokens");
   VEDA_CHECK(!read_queries_through_order || out_order != nullptr,
              "attention reads q through out_order, but out_order is null; expected an out_order");
+  if (!box_shapes.empty()) {
+    box_grid.validate();
+    VEDA_CHECK(read_through_order && box_grid.tokens() == q.tokens,
+               "attention got the tile shapes of its orders for grid ", box_grid.str(), " (",
+               box_grid.tokens(), " tokens) ",
+               read_through_order ? "" : "without read_through_order ", "and q of ", q.tokens,
+               " tokens; expected read_through_order and a grid of q's tokens");
+    for (const TileShape& shape : box_shapes) shape.validate();
+  }
 }
 
 void attention_cpu(const AttentionParams& params) {

@@ -76,24 +76,36 @@ std::vector<TileShape> standard_tile_shapes() {
   return {{1, 8, 16}, {1, 16, 8}, {2, 8, 8}, {4, 4, 8}, {4, 8, 4}, {8, 4, 4}, {2, 4, 16}};
 }
 
+std::int64_t full_box_count(const Grid& grid, const TileShape& shape) {
+  return (grid.t / shape.pt) * (grid.h / shape.ph) * (grid.w / shape.pw);
+}
+
 std::vector<std::int32_t> tile_major_order(const Grid& grid, const TileShape& shape) {
   grid.validate();
   shape.validate();
   std::vector<std::int32_t> order;
   order.reserve(static_cast<std::size_t>(grid.tokens()));
-  // Boxes in blocked order over (t/pt, h/ph, w/pw); edge boxes are clipped to the grid.
-  for (std::int64_t t0 = 0; t0 < grid.t; t0 += shape.pt) {
-    for (std::int64_t h0 = 0; h0 < grid.h; h0 += shape.ph) {
-      for (std::int64_t w0 = 0; w0 < grid.w; w0 += shape.pw) {
-        const std::int64_t t1 = std::min(grid.t, t0 + shape.pt);
-        const std::int64_t h1 = std::min(grid.h, h0 + shape.ph);
-        const std::int64_t w1 = std::min(grid.w, w0 + shape.pw);
-        for (std::int64_t t = t0; t < t1; ++t) {
-          for (std::int64_t h = h0; h < h1; ++h) {
-            for (std::int64_t w = w0; w < w1; ++w) {
-              order.push_back(static_cast<std::int32_t>((t * grid.h + h) * grid.w + w));
-            }
-          }
+  // Appends the box at (t0, h0, w0), clipped to the grid, in frame-major order.
+  const auto append_box = [&](std::int64_t t0, std::int64_t h0, std::int64_t w0) {
+    const std::int64_t t1 = std::min(grid.t, t0 + shape.pt);
+    const std::int64_t h1 = std::min(grid.h, h0 + shape.ph);
+    const std::int64_t w1 = std::min(grid.w, w0 + shape.pw);
+    for (std::int64_t t = t0; t < t1; ++t) {
+      for (std::int64_t h = h0; h < h1; ++h) {
+        for (std::int64_t w = w0; w < w1; ++w) {
+          order.push_back(static_cast<std::int32_t>((t * grid.h + h) * grid.w + w));
+        }
+      }
+    }
+  };
+  // Boxes in blocked order over (t/pt, h/ph, w/pw): the full ones first, then the edge ones.
+  for (const bool full : {true, false}) {
+    for (std::int64_t t0 = 0; t0 < grid.t; t0 += shape.pt) {
+      for (std::int64_t h0 = 0; h0 < grid.h; h0 += shape.ph) {
+        for (std::int64_t w0 = 0; w0 < grid.w; w0 += shape.pw) {
+          const bool inside =
+              t0 + shape.pt <= grid.t && h0 + shape.ph <= grid.h && w0 + shape.pw <= grid.w;
+          if (inside == full) append_box(t0, h0, w0);
         }
       }
     }

@@ -121,18 +121,16 @@ SparseAttentionPlan::SparseAttentionPlan(SparseLayerSettings settings)
   budget_ = budget_for_sparsity(s.sparsity, tiles_);
 
   // One shape group per distinct tile shape, in order of first use.
-  std::vector<TileShape> shapes;
   std::vector<std::int32_t> head_group(static_cast<std::size_t>(s.heads));
   for (std::int64_t h = 0; h < s.heads; ++h) {
     const TileShape& shape = s.head_tiles.size() == 1 ? s.head_tiles[0] : s.head_tiles[h];
     shape.validate();
-    const auto found = std::find(shapes.begin(), shapes.end(), shape);
-    head_group[h] = static_cast<std::int32_t>(found - shapes.begin());
-    if (found == shapes.end()) shapes.push_back(shape);
+    const auto found = std::find(shapes_.begin(), shapes_.end(), shape);
+    head_group[h] = static_cast<std::int32_t>(found - shapes_.begin());
+    if (found == shapes_.end()) shapes_.push_back(shape);
   }
-  groups_ = static_cast<std::int64_t>(shapes.size());
   std::vector<std::int32_t> order;
-  for (const TileShape& shape : shapes) {
+  for (const TileShape& shape : shapes_) {
     const std::vector<std::int32_t> group_order = tile_major_order(s.grid, shape);
     order.insert(order.end(), group_order.begin(), group_order.end());
   }
@@ -252,7 +250,8 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
   // One launch for all of them.
   const auto gather = [&](const TokensView& x, void* x_tiled, float* stats, float* descriptors,
                           const float* projection) {
-    TileGatherParams params{x, order_, groups_, head_group_, x_tiled, stats, descriptors};
+    const auto groups = static_cast<std::int64_t>(shapes_.size());
+    TileGatherParams params{x, order_, groups, head_group_, x_tiled, stats, descriptors};
     if (descriptors != nullptr) {
       params.diagonal_projection = projection, params.global_head = global_head_;
     }
@@ -293,7 +292,9 @@ void SparseAttentionPlan::run(const TokensView& q, const TokensView& k, const To
     sparse.k = tiled(w.k_tiled), sparse.v = tiled(w.v_tiled);
     sparse.read_queries_through_order = true;
   } else {
+    // Full boxes by TMA, the other tiles by row gathers.
     sparse.read_through_order = true;
+    sparse.box_grid = s.grid, sparse.box_shapes = shapes_;
   }
   sparse.index = &index;
   sparse.scale = selection.scale;

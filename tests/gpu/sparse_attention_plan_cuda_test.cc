@@ -230,12 +230,37 @@ const PlanCase kSevenHeadsDiagonal{
     true};
 const PlanCase kWanLikeRows{"WanLikeRows",          1,    {5, 45, 16}, 2, 128,
                             {{2, 8, 8}, {8, 4, 4}}, 0.95, true};
+// Without copies the kernel loads full boxes by TMA: 16 of 20 tiles in each of three shapes.
+const PlanCase kManyBoxesRows{"ManyBoxesRows",
+                              2,
+                              {4, 17, 36},
+                              3,
+                              128,
+                              {{1, 8, 16}, {2, 8, 8}, {4, 4, 8}},
+                              0.8,
+                              true,
+                              {},
+                              false};
+// Eight shapes, each tiling the grid whole: groups 0-6 load boxes by TMA, group 7 (past
+// kMaxBoxGroups) gathers rows.
+const PlanCase kEightShapesRows{
+    "EightShapesRows",
+    1,
+    {8, 16, 32},
+    8,
+    64,
+    {{1, 8, 16}, {1, 16, 8}, {2, 8, 8}, {4, 4, 8}, {4, 8, 4}, {8, 4, 4}, {2, 4, 16}, {1, 4, 32}},
+    0.7,
+    false,
+    {},
+    false};
 
 INSTANTIATE_TEST_SUITE_P(
     Layers, SparseAttentionPlanCuda,
     ::testing::Values(
         PlanCase{"OneShapeMeanPool", 1, {4, 16, 16}, 2, 128, {{1, 8, 16}}, 0.75, false},
         kTwoShapesEstimator, kWanLikeRows, without_copies(kWanLikeRows, "WanLikeRowsNoCopies"),
+        kManyBoxesRows, kEightShapesRows,
         without_copies(kTwoShapesEstimator, "TwoShapesEstimatorNoCopies"), kSevenHeadsDiagonal,
         without_copies(kSevenHeadsDiagonal, "SevenHeadsDiagonalNoCopies"),
         // Head 0 keeps the fewest tiles holding 70% of the estimated mass (at most the budget).
@@ -550,7 +575,19 @@ INSTANTIATE_TEST_SUITE_P(
                  300,
                  TextPosition::kBefore,
                  true},
-        without_copies(kAfter77Estimator, "After77EstimatorNoCopies")),
+        without_copies(kAfter77Estimator, "After77EstimatorNoCopies"),
+        // Text first: the video rows' batch stride is not N rows (the box maps' batch dimension).
+        TextCase{"Before77BoxesNoCopies",
+                 2,
+                 {4, 17, 36},
+                 2,
+                 128,
+                 {{1, 8, 16}, {4, 4, 8}},
+                 0.8,
+                 77,
+                 TextPosition::kBefore,
+                 true,
+                 false}),
     [](const auto& test) { return std::string(test.param.name); });
 
 TEST(SparseAttentionPlanCuda, RejectsBadThresholdsBeforeTouchingTheDevice) {

@@ -73,8 +73,9 @@ struct SparseLayerSettings {
   TextPosition text_position = TextPosition::kAfter;
   // true: gather k and v into tile-major copies that attention loads by TMA (the fastest; q's
   // rows are read through the order, AttentionParams::read_queries_through_order); false: no
-  // copies, attention gathers k and v rows too (AttentionParams::read_through_order): 1.5 GB
-  // less workspace at Wan2.1-14B 720p, the whole call ~10% slower (bench/RESULTS.md). Python:
+  // copies, attention reads q, k and v through the order (AttentionParams::read_through_order),
+  // full boxes of the grid by TMA and edge tiles by row gathers: 1.5 GB less workspace at
+  // Wan2.1-14B 720p at the same speed there (bench/RESULTS.md, 08:45-09:10). Python:
   // low_memory=True.
   bool reordered_copies = true;
 };
@@ -99,7 +100,8 @@ class SparseAttentionPlan {
 
  private:
   SparseLayerSettings settings_;
-  std::int64_t tokens_ = 0, tiles_ = 0, budget_ = 0, groups_ = 0;
+  std::int64_t tokens_ = 0, tiles_ = 0, budget_ = 0;
+  std::vector<TileShape> shapes_;        // of each group, in order of first use
   std::int32_t* order_ = nullptr;        // device [G, N]
   std::int32_t* head_group_ = nullptr;   // device [H]
   std::int32_t* global_head_ = nullptr;  // device [H] or nullptr

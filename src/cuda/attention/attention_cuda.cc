@@ -2,6 +2,7 @@
 // supported and which kernel launches, and attention_cuda launches exactly that.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -127,6 +128,25 @@ AttentionLaunch make_launch(const AttentionParams& p) {
   launch.out_head_group = p.out_head_group;
   launch.read_through_order = p.read_through_order;
   launch.read_queries_through_order = p.read_queries_through_order;
+  // Full boxes by TMA where a token row holds the heads contiguously: the box maps index
+  // (H*D, W, H_grid, T, B), one dimension for head and channel.
+  const bool heads_contiguous =
+      p.q.stride_head == p.q.dim && p.k.stride_head == p.k.dim && p.v.stride_head == p.v.dim;
+  if (p.read_through_order && heads_contiguous) {
+    const Grid& grid = p.box_grid;
+    launch.grid_t = static_cast<int>(grid.t);
+    launch.grid_h = static_cast<int>(grid.h);
+    launch.grid_w = static_cast<int>(grid.w);
+    launch.box_groups = static_cast<int>(
+        std::min<std::size_t>(p.box_shapes.size(), attention_detail::kMaxBoxGroups));
+    for (int g = 0; g < launch.box_groups; ++g) {
+      const TileShape& shape = p.box_shapes[g];
+      const auto across_w = static_cast<int>(grid.w / shape.pw);
+      const auto across_hw = static_cast<int>(grid.h / shape.ph) * across_w;
+      launch.box[g] = {shape.pt, shape.ph,  shape.pw,
+                       across_w, across_hw, static_cast<int>(full_box_count(grid, shape))};
+    }
+  }
   return launch;
 }
 

@@ -27,8 +27,14 @@
 //       sleeps and hoisted row lookups did not change it; bench/RESULTS.md). One TMA box per
 //       run of consecutive rows (tile-major orders are runs of 4-16 rows) was no faster: TMA
 //       costs ~20-50 cycles per box, so 8-32 boxes per tile lose what they save (RESULTS 18:37
-//       UTC, branch experiment/tma-runs). With read_queries_through_order (the plan's default:
-//       tile-major copies of k and v only) warp 0 gathers each Q tile's rows and its lane 0
+//       UTC, branch experiment/tma-runs). What does pay: with AttentionLaunch::box_groups, a
+//       tile that is a full box of the grid (tile_major_order puts those first) loads as one 5-D
+//       box per panel (make_box_tensor_map), thread 0 issuing it and arriving for all 128
+//       loaders, and the consumers skip the proxy fence for it; only edge tiles gather rows
+//       (11-25% of tiles at 21x45x80; the kernel 9% faster than all-rows, RESULTS 08:45-09:10;
+//       the producer spills 48 bytes at its 40 registers since). With
+//       read_queries_through_order (the plan's default: tile-major copies of k and v only) warp 0
+//       gathers each Q tile's rows and its lane 0
 //       issues the K and V TMA loads: Q is loaded once per item, K and V once per listed tile.
 //   WG1, WG2 consumers: query rows 0-63 and 64-127 of the tile. Per key tile:
 //       S[64 x 128] = Q K^T       wgmma m64n128k16 SS (A = Q, B = K, both K-major in smem), D/16
@@ -161,6 +167,28 @@ __device__ __forceinline__ HopperItem decode_item(const AttentionLaunch& p, int 
   return {bh / p.heads, bh % p.heads, item % p.q_tiles};
 }
 
+// Full-box loads (AttentionLaunch::box_groups): per head group, the q, k and v maps whose box is
+// one 64-channel panel of one head's full box (make_box_tensor_map).
+struct BoxTensorMaps {
+  CUtensorMap map[3][kMaxBoxGroups];  // [q, k, v][group]
+};
+
+// How many of head h's first tiles are full boxes that load by TMA (0 where its group has none
+// or is past box_groups).
+__device__ __forceinline__ int full_box_tiles(const AttentionLaunch& p, int h) {
+  const int group = p.out_head_group ? __ldg(p.out_head_group + h) : 0;
+  return group < p.box_groups ? p.box[group].full : 0;
+}
+
+// A full box's corner (t, h, w) in the grid packed as t << 22 | h << 11 | w (make_launch keeps
+// box loads to grids of T <= 1024, H and W <= 2048): what the producer carries from a tile's
+// lookup, one tile ahead, to its load in the register of a gathered tile's source row.
+__device__ __forceinline__ int full_box_corner(const BoxGroup& box, int tile) {
+  const int across_h = box.across_hw / box.across_w;
+  return tile / box.across_hw * box.pt << 22 | tile / box.across_w % across_h * box.ph << 11 |
+         tile % box.across_w * box.pw;
+}
+
 // Row-gather loads (AttentionLaunch::read_through_order, read_queries_through_order): a
 // tile-major tile of frame-major q, k or v is 128 scattered rows, which TMA cannot gather, so
 // producer threads copy it with 16-byte cp.async into the layout TMA's 128-byte swizzle writes:
@@ -202,7 +230,8 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     attention_hopper_kernel(const __grid_constant__ AttentionLaunch p,
                             const __grid_constant__ CUtensorMap q_map,
                             const __grid_constant__ CUtensorMap k_map,
-                            const __grid_constant__ CUtensorMap v_map) {
+                            const __grid_constant__ CUtensorMap v_map,
+                            const __grid_constant__ BoxTensorMaps box_maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tile = HopperTile<kDim>;
   using Mma = HopperMma<kType, kDim>;
@@ -269,11 +298,29 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       const HopperItem it = decode_item(p, item);
       const TileList list = tile_list(p, it.b, it.h, it.q_tile);
       const std::int32_t* order = key_order(p, it.h);  // q's too when it gathers q here
+      // The head's group, and how many of its first tiles are full boxes loaded by TMA (0: none).
+      const auto head_group = [&] { return p.out_head_group ? __ldg(p.out_head_group + it.h) : 0; };
+      const int full_tiles = order != nullptr ? full_box_tiles(p, it.h) : 0;
+      const auto full_box = [&](int tile) { return tile < full_tiles; };
       // One 128-token tile of q, k or v into dst, completing on bar: TMA boxes at tile-major
-      // rows [first, first + 128), or row gathers of the rows in `rows` (lookup_row).
-      auto load_tile = [&](std::uint32_t dst, const CUtensorMap* map, const void* x,
+      // rows [first, first + 128), a full box by TMA (box_maps of tensor 0-2 = q, k, v, at the
+      // corner in `rows`; thread 0 loads and arrives for the 128 loaders), or row gathers of the
+      // rows in `rows` (lookup_row).
+      auto load_tile = [&](std::uint32_t dst, const CUtensorMap* map, int tensor, const void* x,
                            std::int64_t stride_batch, std::int64_t stride_token,
                            std::int64_t stride_head, int first, int rows, std::uint32_t bar) {
+        if (order != nullptr && full_box(first / kTileTokens)) {
+          if (threadIdx.x != 0) return;
+          const int group = head_group();
+          mbarrier_expect_tx_arrive(bar, Tile::kTileBytes, 128);  // for all 128 loaders
+#pragma unroll
+          for (int panel = 0; panel < Tile::kPanels; ++panel) {
+            tma_load_5d(dst + panel * Tile::kPanelBytes, &box_maps.map[tensor][group], bar,
+                        it.h * kDim + panel * 64, rows & 0x7FF, rows >> 11 & 0x7FF, rows >> 22,
+                        it.b);
+          }
+          return;
+        }
         if (order != nullptr) {
           const char* head = static_cast<const char*>(x) +
                              2 * (it.b * stride_batch + it.h * stride_head);  // 16-bit elements
@@ -288,16 +335,18 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
           tma_load_4d(dst + panel * Tile::kPanelBytes, map, bar, panel * 64, first, it.h, it.b);
         }
       };
-      // Row gathers only: the source rows of key tile j of the list (q_tokens == k_tokens).
+      // Through the order only: a tile's source row of this thread's row (row gathers), or its
+      // corner (full_box_corner, thread 0) where it loads as a full box (q_tokens == k_tokens).
+      auto tile_source = [&](int tile) {
+        if (full_box(tile))
+          return threadIdx.x == 0 ? full_box_corner(p.box[head_group()], tile) : 0;
+        return lookup_row(order, tile * kTileTokens + static_cast<int>(threadIdx.x), p.k_tokens);
+      };
       auto lookup_key_tile = [&](int j) {
-        return order != nullptr && j < list.count
-                   ? lookup_row(order, list.tile(j) * kTileTokens + static_cast<int>(threadIdx.x),
-                                p.k_tokens)
-                   : 0;
+        return order != nullptr && j < list.count ? tile_source(list.tile(j)) : 0;
       };
       const int q0 = it.q_tile * kTileTokens;
-      const int q_rows =
-          order != nullptr ? lookup_row(order, q0 + static_cast<int>(threadIdx.x), p.q_tokens) : 0;
+      const int q_rows = order != nullptr ? tile_source(it.q_tile) : 0;
       // Key tiles' rows are looked up one tile ahead, hiding the lookup's latency.
       int next_rows = lookup_key_tile(0);
       // The consumers release Q after their last QK^T of the previous item.
@@ -314,7 +363,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
         }
         cp_async_mbarrier_arrive_noinc(q_full);
       } else {
-        load_tile(q_smem, &q_map, p.q, p.q_stride_batch, p.q_stride_token, p.q_stride_head, q0,
+        load_tile(q_smem, &q_map, 0, p.q, p.q_stride_batch, p.q_stride_token, p.q_stride_head, q0,
                   q_rows, q_full);
       }
       if constexpr (VEDA_ATTENTION_Q_PREFETCH != 0) {
@@ -331,9 +380,9 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
         const int rows = next_rows;
         next_rows = lookup_key_tile(j + 1);
         mbarrier_wait(kv_empty(stage), phase ^ 1);
-        load_tile(k_smem + stage * Tile::kTileBytes, &k_map, p.k, p.k_stride_batch,
+        load_tile(k_smem + stage * Tile::kTileBytes, &k_map, 1, p.k, p.k_stride_batch,
                   p.k_stride_token, p.k_stride_head, key0, rows, k_full(stage));
-        load_tile(v_smem + stage * Tile::kTileBytes, &v_map, p.v, p.v_stride_batch,
+        load_tile(v_smem + stage * Tile::kTileBytes, &v_map, 2, p.v, p.v_stride_batch,
                   p.v_stride_token, p.v_stride_head, key0, rows, v_full(stage));
         if (++stage == kStages) {
           stage = 0;
@@ -388,7 +437,12 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.0f, 0.0f};
 
-    wait_loaded(q_full, round & 1, p.read_through_order || p.read_queries_through_order);
+    // Tiles read through the order at or past `gathered_from` were gathered (full boxes before
+    // it came by TMA and need no proxy fence); never, when k and v are not read through it.
+    const int gathered_from = !p.read_through_order ? 0x7FFFFFFF
+                              : p.box_groups == 0   ? 0
+                                                    : full_box_tiles(p, it.h);
+    wait_loaded(q_full, round & 1, p.read_queries_through_order || it.q_tile >= gathered_from);
     if (list.count == 0) {
       __syncwarp();
       if (lane == 0) mbarrier_arrive(q_empty);
@@ -498,7 +552,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       // Sequential loop: S_j = Q K_j^T, softmax, O += P_j V_j, each waiting for the previous.
       for (int j = 0; j < list.count; ++j) {
         const int key0 = list.tile(j) * kTileTokens;
-        wait_loaded(k_full(stage), phase, p.read_through_order);
+        wait_loaded(k_full(stage), phase, list.tile(j) >= gathered_from);
         take_turn();
         wgmma_fence();
         issue_qk(stage);
@@ -509,7 +563,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
         softmax(key0);
         rescale_o();
         pack_p();
-        wait_loaded(v_full(stage), phase, p.read_through_order);
+        wait_loaded(v_full(stage), phase, list.tile(j) >= gathered_from);
         fence_registers(o);
         take_turn();
         wgmma_fence();
@@ -522,7 +576,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
       }
     } else if (list.count > 0) {
       // Prologue: S_0 and its softmax (O is still zero: no rescale).
-      wait_loaded(k_full(stage), phase, p.read_through_order);
+      wait_loaded(k_full(stage), phase, list.tile(0) >= gathered_from);
       take_turn();
       wgmma_fence();
       issue_qk(stage);
@@ -536,8 +590,8 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     }
     for (int j = 1; Tile::kOverlapSoftmax && j < list.count; ++j) {
       const int key0 = list.tile(j) * kTileTokens;
-      wait_loaded(k_full(stage), phase, p.read_through_order);
-      wait_loaded(v_full(previous_stage), previous_phase, p.read_through_order);
+      wait_loaded(k_full(stage), phase, list.tile(j) >= gathered_from);
+      wait_loaded(v_full(previous_stage), previous_phase, list.tile(j - 1) >= gathered_from);
       fence_registers(o);
       take_turn();
       wgmma_fence();
@@ -557,7 +611,8 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
     }
     if (Tile::kOverlapSoftmax && list.count > 0) {
       // Epilogue of the pipeline: O += P_last V_last.
-      wait_loaded(v_full(previous_stage), previous_phase, p.read_through_order);
+      wait_loaded(v_full(previous_stage), previous_phase,
+                  list.tile(list.count - 1) >= gathered_from);
       fence_registers(o);
       take_turn();
       wgmma_fence();
@@ -613,9 +668,22 @@ cudaError_t launch_attention_hopper(const AttentionLaunch& launch, cudaStream_t 
       make_token_tensor_map(launch.v, kType, launch.batch, launch.k_tokens, launch.heads, kDim,
                             launch.v_stride_batch, launch.v_stride_token, launch.v_stride_head);
 
+  BoxTensorMaps box_maps{};
+  for (int g = 0; g < launch.box_groups; ++g) {
+    const auto box_map = [&](const void* x, std::int64_t stride_batch, std::int64_t stride_token) {
+      return make_box_tensor_map(x, kType, launch.batch, launch.grid_t, launch.grid_h,
+                                 launch.grid_w, launch.heads, kDim, stride_batch, stride_token,
+                                 launch.box[g]);
+    };
+    box_maps.map[0][g] = box_map(launch.q, launch.q_stride_batch, launch.q_stride_token);
+    box_maps.map[1][g] = box_map(launch.k, launch.k_stride_batch, launch.k_stride_token);
+    box_maps.map[2][g] = box_map(launch.v, launch.v_stride_batch, launch.v_stride_token);
+  }
+
   const long long items = static_cast<long long>(launch.batch) * launch.heads * launch.q_tiles;
   const int ctas = static_cast<int>(items < sms ? items : sms);
-  kernel<<<ctas, HopperTile<kDim>::kThreads, kBytes, stream>>>(launch, q_map, k_map, v_map);
+  kernel<<<ctas, HopperTile<kDim>::kThreads, kBytes, stream>>>(launch, q_map, k_map, v_map,
+                                                               box_maps);
   return cudaGetLastError();
 }
 

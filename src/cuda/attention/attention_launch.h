@@ -11,6 +11,16 @@
 namespace veda::attention_detail {
 
 inline constexpr int kTileTokens = 128;  // tokens per query tile and per key tile
+// Head groups whose full-box tiles load as TMA boxes (AttentionParams::box_shapes); later
+// groups gather rows. 7 = the standard tile shapes; 3 x 7 tensor maps fit the parameter space.
+inline constexpr int kMaxBoxGroups = 7;
+
+// One head group's full boxes: tile b < full is the box at (t, h, w) = (pt (b / across_hw),
+// ph (b / across_w % (across_hw / across_w)), pw (b % across_w)) of the grid.
+struct BoxGroup {
+  int pt = 0, ph = 0, pw = 0;
+  int across_w = 0, across_hw = 0, full = 0;
+};
 
 // Plain struct passed by value to the kernels (no pointers to host memory).
 struct AttentionLaunch {
@@ -42,6 +52,11 @@ struct AttentionLaunch {
   bool read_through_order = false;
   // q alone read at the permuted rows (AttentionParams::read_queries_through_order).
   bool read_queries_through_order = false;
+  // With read_through_order: head groups g < box_groups load their full-box tiles by TMA
+  // (box tensor maps over (H*D, W, H_grid, T, B), launch_attention_hopper); grid_* the grid.
+  int box_groups = 0;
+  int grid_t = 0, grid_h = 0, grid_w = 0;
+  BoxGroup box[kMaxBoxGroups];
 };
 
 // Returns the launch error (cudaSuccess when queued). kType is kBF16 or kF16, kDim 64 or 128.

@@ -28,6 +28,16 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint32_t bar, std
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
                : "memory");
 }
+// Announces `bytes` of TMA traffic, then arrives `count` times: one thread standing in for the
+// `count` threads a barrier waits for.
+__device__ __forceinline__ void mbarrier_expect_tx_arrive(std::uint32_t bar, std::uint32_t bytes,
+                                                          std::uint32_t count) {
+  asm volatile(
+      "mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n"
+      "mbarrier.arrive.shared::cta.b64 _, [%0], %2;\n" ::"r"(bar),
+      "r"(bytes), "r"(count)
+      : "memory");
+}
 // Blocks until the phase of parity `parity` has completed.
 __device__ __forceinline__ void mbarrier_wait(std::uint32_t bar, std::uint32_t parity) {
   std::uint32_t done = 0;
@@ -53,6 +63,16 @@ __device__ __forceinline__ void tma_load_4d(std::uint32_t dst, const void* map, 
       "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
       " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+// The same for a 5-D map (make_box_tensor_map).
+__device__ __forceinline__ void tma_load_5d(std::uint32_t dst, const void* map, std::uint32_t bar,
+                                            int c0, int c1, int c2, int c3, int c4) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4),
+      "r"(bar)
       : "memory");
 }
 
