@@ -77,7 +77,13 @@ struct AttentionCase {
   // With `permuted`: q alone read through its order (read_queries_through_order), k and v as
   // stored (the plan's default, over tile-major copies of k and v).
   bool queries_only = false;
+  // With `permuted`: the orders are tile_major_order(grid, kBoxShapes[group]) (tokens = the
+  // grid's), and the kernel is told so (box_grid, box_shapes): full boxes load by TMA.
+  Grid grid = {};
+  bool boxes = false;
 };
+
+const TileShape kBoxShapes[2] = {{1, 8, 16}, {8, 4, 4}};
 
 // Rows of [B, N, H, D] float x per head: result row r of head h = x row order[(h % 2) N + r]
 // (to_order), or the inverse (result row order[...] = x row r).
@@ -255,6 +261,7 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
       std::vector<std::int32_t> rows(static_cast<std::size_t>(n));
       std::iota(rows.begin(), rows.end(), 0);
       std::shuffle(rows.begin(), rows.end(), generator);
+      if (c.boxes) rows = tile_major_order(c.grid, kBoxShapes[group]);
       order.insert(order.end(), rows.begin(), rows.end());
     }
     for (std::int64_t h = 0; h < c.heads; ++h)
@@ -285,6 +292,7 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
   if (c.permuted) {
     params.out_order = order.data(), params.out_head_group = head_group.data();
     (c.queries_only ? params.read_queries_through_order : params.read_through_order) = true;
+    if (c.boxes) params.box_grid = c.grid, params.box_shapes = kBoxShapes;
   }
   attention_cpu(params);
 
@@ -432,6 +440,64 @@ const AttentionCase kCases[] = {
      true},
     {"mid", 1, 1000, 40, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true, false, true},
     {"big", 1, 32760, 2, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true, false, true},
+    // Tile-major orders with full boxes, loaded by TMA (8x9x20: 8 and 10 of 12 tiles; 9x18x36:
+    // 36 of 46), the edge tiles by row gathers; a padded token stride.
+    {"small",
+     2,
+     1440,
+     2,
+     128,
+     Lists::kRandom,
+     DType::kBF16,
+     DType::kBF16,
+     false,
+     true,
+     false,
+     false,
+     {8, 9, 20},
+     true},
+    {"small",
+     1,
+     1440,
+     3,
+     64,
+     Lists::kFull,
+     DType::kF16,
+     DType::kF32,
+     true,
+     true,
+     false,
+     false,
+     {8, 9, 20},
+     true},
+    {"mid",
+     2,
+     5832,
+     3,
+     128,
+     Lists::kRandom,
+     DType::kBF16,
+     DType::kBF16,
+     false,
+     true,
+     false,
+     false,
+     {9, 18, 36},
+     true},
+    {"mid",
+     1,
+     5832,
+     2,
+     64,
+     Lists::kSameTile,
+     DType::kF16,
+     DType::kBF16,
+     true,
+     true,
+     false,
+     false,
+     {9, 18, 36},
+     true},
     // The index in CSR form.
     {"small", 2, 300, 3, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, false, true},
     {"small", 1, 129, 2, 64, Lists::kEmpty, DType::kF16, DType::kF32, false, false, true},
@@ -442,12 +508,13 @@ const AttentionCase kCases[] = {
 std::string case_name(
     const ::testing::TestParamInfo<std::tuple<AttentionKernel, AttentionCase>>& info) {
   const auto& [kernel, c] = info.param;
-  std::string name =
-      std::string(c.tag) + "_" + attention_kernel_name(kernel) + "_B" + std::to_string(c.batch) +
-      "_N" + std::to_string(c.tokens) + "_H" + std::to_string(c.heads) + "_D" +
-      std::to_string(c.dim) + "_" + lists_name(c.lists) + "_" + std::string(dtype_name(c.dtype)) +
-      "_out" + std::string(dtype_name(c.out_dtype)) + (c.padded_layout ? "_strided" : "") +
-      (c.permuted ? (c.queries_only ? "_qpermuted" : "_permuted") : "") + (c.csr ? "_csr" : "");
+  std::string name = std::string(c.tag) + "_" + attention_kernel_name(kernel) + "_B" +
+                     std::to_string(c.batch) + "_N" + std::to_string(c.tokens) + "_H" +
+                     std::to_string(c.heads) + "_D" + std::to_string(c.dim) + "_" +
+                     lists_name(c.lists) + "_" + std::string(dtype_name(c.dtype)) + "_out" +
+                     std::string(dtype_name(c.out_dtype)) + (c.padded_layout ? "_strided" : "") +
+                     (c.permuted ? (c.queries_only ? "_qpermuted" : "_permuted") : "") +
+                     (c.csr ? "_csr" : "") + (c.boxes ? "_boxes" : "");
   return name + "_" + std::to_string(info.index);
 }
 
