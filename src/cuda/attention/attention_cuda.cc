@@ -128,11 +128,13 @@ AttentionLaunch make_launch(const AttentionParams& p) {
   launch.out_head_group = p.out_head_group;
   launch.read_through_order = p.read_through_order;
   launch.read_queries_through_order = p.read_queries_through_order;
-  // Full boxes by TMA where a token row holds the heads contiguously: the box maps index
-  // (H*D, W, H_grid, T, B), one dimension for head and channel.
+  // Full boxes by TMA where a token row holds the heads contiguously (the box maps index
+  // (H*D, W, H_grid, T, B), one dimension for head and channel) and the grid's corners pack
+  // into 31 bits (full_box_corner in attention_hopper.cuh); else every tile by row gathers.
   const bool heads_contiguous =
       p.q.stride_head == p.q.dim && p.k.stride_head == p.k.dim && p.v.stride_head == p.v.dim;
-  if (p.read_through_order && heads_contiguous) {
+  const bool corners_pack = p.box_grid.t <= 512 && p.box_grid.h <= 2048 && p.box_grid.w <= 2048;
+  if (p.read_through_order && heads_contiguous && corners_pack) {
     const Grid& grid = p.box_grid;
     launch.grid_t = static_cast<int>(grid.t);
     launch.grid_h = static_cast<int>(grid.h);

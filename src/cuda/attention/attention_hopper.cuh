@@ -181,8 +181,8 @@ __device__ __forceinline__ int full_box_tiles(const AttentionLaunch& p, int h) {
 }
 
 // A full box's corner (t, h, w) in the grid packed as t << 22 | h << 11 | w (make_launch keeps
-// box loads to grids of T <= 1024, H and W <= 2048): what the producer carries from a tile's
-// lookup, one tile ahead, to its load in the register of a gathered tile's source row.
+// box loads to grids of T <= 512, H and W <= 2048: non-negative): what the producer carries from a
+// tile's lookup, one tile ahead, to its load in the register of a gathered tile's source row.
 __device__ __forceinline__ int full_box_corner(const BoxGroup& box, int tile) {
   const int across_h = box.across_hw / box.across_w;
   return tile / box.across_hw * box.pt << 22 | tile / box.across_w % across_h * box.ph << 11 |
