@@ -7,8 +7,9 @@ Times, per size and batch (bf16, D = 128, q, k, v [B, N, H, D] as diffusers pass
               random diagonal parameters [H, 3, D], the structure calibration gives by default)
               and two tile shapes on alternate heads (1x8x16, 8x4x4): the whole call, gather +
               statistics + selection + block-sparse attention, plan cached after the first call,
-              as a model's layer runs it
-  veda S% low-mem  the same with low_memory=True (no tile-major copies; attention gathers rows)
+              as a model's layer runs it, with low_memory=False (tile-major copies of k and v)
+  veda S% low-mem  the same with low_memory=True, the default (no copies: attention loads full
+              boxes of the grid by TMA and gathers the rows of edge tiles)
 Timing: every variant is warmed up twice (the first call also builds the plan), then timed once
 per round, the variants in turn, over --rounds rounds; a variant's time is the median of its
 rounds and its speedup the median of its per-round ratios to cuDNN, so drift of the GPU's clocks

@@ -222,7 +222,7 @@ struct PlanKey {
   bool diagonal_projection = false;  // the projections are [H, 3, D] diagonals
   std::int64_t text_tokens = 0;
   TextPosition text_position = TextPosition::kAfter;
-  bool low_memory = false;
+  bool low_memory = true;
   auto operator<=>(const PlanKey&) const = default;
 };
 
@@ -489,7 +489,7 @@ NB_MODULE(_veda, m) {
         nb::arg("batch"), nb::arg("heads"), nb::arg("dim"), nb::arg("dtype"), nb::arg("tiles"),
         nb::arg("sparsity"), nb::arg("thresholds"), nb::arg("global_head"), nb::arg("q_projection"),
         nb::arg("k_projection"), nb::arg("projection_heads"), nb::arg("diagonal_projection"),
-        nb::arg("text_tokens"), nb::arg("text_position"), nb::arg("low_memory") = false,
+        nb::arg("text_tokens"), nb::arg("text_position"), nb::arg("low_memory") = true,
         nb::call_guard<nb::gil_scoped_release>(),
         "Workspace bytes of sparse_attention_cuda for these settings (builds and caches the "
         "plan on first use: synchronous, once per shape).");

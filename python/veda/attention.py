@@ -58,7 +58,7 @@ def sparse_attention(
     head_index: Sequence[int] | None = None,
     profile: ProfileLike = None,
     return_lse: bool = False,
-    low_memory: bool = False,
+    low_memory: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Block-sparse self-attention of a video DiT layer.
 
@@ -83,10 +83,11 @@ def sparse_attention(
             veda: the fewest best key tiles holding that share of the estimated mass, at most
             the budget). method "veda" needs a LayerProfile with estimator parameters.
         return_lse: also return lse [B, L, H_local] (float32, natural log).
-        low_memory: CUDA: keep no tile-major copies of k and v (the attention kernel reads
-            their tiles itself, as it always does q's): the call's workspace shrinks by 2 x the
-            size of k (1.5 GB at Wan2.1-14B 720p) at the same speed there (full boxes of the grid
-            load by TMA; grids with few full boxes are slower). Nothing changes on the CPU.
+        low_memory: CUDA: True (default): no tile-major copies of k and v (the attention kernel
+            reads their tiles itself, a full box of the grid as one TMA box, as it does q's);
+            False: copies of k and v in the call's workspace (2 x the size of k, 1.5 GB at
+            Wan2.1-14B 720p), which attention loads by TMA: no faster at Wan 480p or 720p, it
+            can pay on grids with few full boxes. Nothing changes on the CPU.
 
     Returns:
         out [B, L, H_local, D] in q's dtype, and lse [B, L, H_local] when return_lse.
@@ -211,7 +212,7 @@ def _video_attention(
     # p_q, p_k [H_global, 3D, D] or their diagonals [H_global, 3, D]
     projections: tuple[torch.Tensor, torch.Tensor] | None,
     out_dtype: torch.dtype | None,
-    low_memory: bool = False,
+    low_memory: bool = True,
     text_tokens: int = 0,
     text_position: str = "after",
 ) -> tuple[torch.Tensor, torch.Tensor]:

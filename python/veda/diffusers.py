@@ -60,7 +60,7 @@ class VedaConfig:
     dense_steps: int = 0
     dense_layers: tuple[int, ...] = ()
     tile: tuple[int, int, int] = (1, 8, 16)
-    low_memory: bool = False
+    low_memory: bool = True
     step_sparsity: tuple[float, ...] = ()  # per step (the last value beyond); empty: `sparsity`
 
     def sparsity_at(self, step: int) -> float:
@@ -257,7 +257,7 @@ def enable(
     dense_steps: int = 0,
     dense_layers: Iterable[int] = (),
     tile: str | Sequence[int] = (1, 8, 16),
-    low_memory: bool = False,
+    low_memory: bool = True,
     step_sparsity: Sequence[float] | None = None,
 ) -> None:
     """Replaces the self-attention processors of a Wan pipeline or WanTransformer3DModel.
@@ -277,8 +277,9 @@ def enable(
         dense_steps: the first denoising steps run dense (see the module doc for how steps count).
         dense_layers: block indices whose self-attention stays dense.
         tile: tile shape (pt, ph, pw), pt*ph*pw = 128.
-        low_memory: no tile-major copies of k and v on the GPU (veda.sparse_attention's
-            low_memory): 2 x k's size less memory per layer call, the same speed at Wan 720p.
+        low_memory: True (default): no tile-major copies of k and v on the GPU
+            (veda.sparse_attention's low_memory); False keeps them: 2 x k's size more memory per
+            layer call, no faster at Wan 480p or 720p.
         step_sparsity: the sparsity of each denoising step, steps past its end at its last
             value (front_loaded_sparsity makes one); it replaces `sparsity` (give one of them)
             and, like it, the profile's per-head sparsity. Under torch.compile each distinct

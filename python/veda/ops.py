@@ -235,7 +235,7 @@ def sparse_attention(
     text_tokens: int = 0,
     text_position: str = "after",
     thresholds: list[float] | None = None,
-    low_memory: bool = False,
+    low_memory: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse self-attention over a T x H x W grid: q, k, v [B, N, H, D] with N = T*H*W.
 
@@ -263,9 +263,9 @@ def sparse_attention(
     capped at the budget of `sparsity` (a profile's "threshold"). The CPU reference takes one
     value for all heads of a call.
 
-    low_memory (CUDA): no tile-major copies of k and v in the workspace; the attention kernel
-    reads their tiles itself, as it does q's (1.5 GB less at Wan2.1-14B 720p, the same speed
-    there). The CPU reference makes no copies either way.
+    low_memory (CUDA): True (default): no tile-major copies of k and v in the workspace, the
+    attention kernel reads their tiles itself, as it does q's; False: the copies (1.5 GB more at
+    Wan2.1-14B 720p, no faster there). The CPU reference makes no copies either way.
     """
     _check_operands(q, k, v)
     if q.device.type == "cuda":
@@ -572,7 +572,7 @@ def _sparse_attention_fake(
     text_tokens: int = 0,
     text_position: str = "after",
     thresholds: list[float] | None = None,
-    low_memory: bool = False,
+    low_memory: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # q's rows are all L = N + text_tokens rows: out [B, L, H, D], lse [B, L, H].
     return _new_outputs(q, out_dtype)

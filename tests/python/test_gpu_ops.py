@@ -213,30 +213,36 @@ def test_text_tokens_on_a_grid_with_a_short_last_tile(text, text_position):
     args = (list(grid), [1, 8, 16], "meanpool", 0.75, None, None, None, None)
     op = torch.ops.veda.sparse_attention(q, k, v, *args, text, text_position)
     assert torch.equal(op[0], gpu[0]) and torch.equal(op[1], gpu[1])
-    # Text adds the video rows' two float32 lse partials to the workspace: 8 B*N*H bytes (each
-    # piece rounded up to 256 bytes).
+    # Text adds the video rows' float32 partial over the text keys, 4 B*N*H*D bytes (with
+    # low_memory=False it reuses the copies of k and v), and two float32 lse partials, 8 B*N*H
+    # bytes (each piece rounded up to 256 bytes).
     # tiles, sparsity, thresholds, global heads, projections, their heads, diagonal
     plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0, False)
     device, code = q.device.index or 0, veda.ops.DTYPE_CODES[q.dtype]
     bytes_of = functools.partial(_veda.plan_workspace_bytes, device, list(grid), batch, heads, dim)
-    extra = bytes_of(code, *plan, text, text_position) - bytes_of(code, *plan, 0, "after")
-    assert 8 * batch * 630 * heads <= extra <= 8 * batch * 630 * heads + 512
+    for low_memory, partial in ((True, 4 * batch * 630 * heads * dim), (False, 0)):
+        extra = bytes_of(code, *plan, text, text_position, low_memory) - bytes_of(
+            code, *plan, 0, "after", low_memory
+        )
+        expected = partial + 8 * batch * 630 * heads
+        assert expected <= extra <= expected + 768
 
 
 @pytest.mark.parametrize("text", [0, 20])
 def test_low_memory_mode_gives_the_same_result_with_less_workspace(text):
-    # No tile-major copies: the attention kernel reads k and v, like q, through the tile-major
-    # order. The same statistics, selection and arithmetic, so the same bits; 2 copies of
-    # 2 B*N*H*D bytes less workspace (with text they come back as the video rows' text part).
+    # No tile-major copies (the default): the attention kernel reads k and v, like q, through
+    # the tile-major order. The same statistics, selection and arithmetic, so the same bits as
+    # with the copies; 2 copies of 2 B*N*H*D bytes less workspace (with text they come back as
+    # the video rows' text part).
     grid, batch, heads, dim = (3, 10, 21), 2, 2, 128
     q, k, v = with_text(structured_qkv(grid, batch, heads, dim, seed=30), text, "after", 31)
     kwargs = {"grid": grid, "sparsity": 0.75, "text_tokens": text}
     cpu = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
     q, k, v = q.cuda(), k.cuda(), v.cuda()
-    default = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
-    low = veda.sparse_attention(q, k, v, return_lse=True, low_memory=True, **kwargs)
+    low = veda.sparse_attention(q, k, v, return_lse=True, **kwargs)
+    copies = veda.sparse_attention(q, k, v, return_lse=True, low_memory=False, **kwargs)
     assert_matches_cpu(low, cpu)
-    assert torch.equal(low[0], default[0]) and torch.equal(low[1], default[1])
+    assert torch.equal(low[0], copies[0]) and torch.equal(low[1], copies[1])
     plan = ([[1, 8, 16]], 0.75, [], [], 0, 0, 0, False, text, "after")
     code = veda.ops.DTYPE_CODES[q.dtype]
     bytes_of = functools.partial(

@@ -1,11 +1,11 @@
 // Veda's sparse self-attention of one layer on the GPU, as a plan/run pair:
 //   plan (once per shape): tile-major order tables per tile shape, uploaded to the device;
-//   run  (every call):     per-tile statistics of q and k, with tile-major copies of k and v,
-//                          select key tiles with the estimator, block-sparse attention that
-//                          reads q's rows through the order (each once per query tile) and k, v
-//                          from the copies (TMA), and whose epilogue stores O (and lse) straight
-//                          at their frame-major rows. Without reordered_copies there are no
-//                          copies and attention reads k and v rows through the order too.
+//   run  (every call):     per-tile statistics of q and k, select key tiles with the
+//                          estimator, block-sparse attention that reads q, k and v through the
+//                          order (a tile that is a full box of the grid as one TMA box, edge
+//                          tiles by row gathers) and whose epilogue stores O (and lse) straight
+//                          at their frame-major rows. With reordered_copies the run also makes
+//                          tile-major copies of k and v, which attention loads by TMA.
 // Text tokens (joint-attention models), before or after the N video tokens, are dense both ways
 // and never selected; with L = N + text_tokens rows in q, k, v and out:
 //   video rows: sparse attention over the video keys (O_vv written into out, lse_vv),
@@ -27,9 +27,9 @@
 // gather (4 B*H*T*D' bytes, D' = D rounded up to 16; diagonal or no projection) or else its
 // statistics (4 B*H*T*3D) and their projection (4 B*H*T*D'); the index (4 B*H*T*(budget + 1)
 // bytes); nothing proportional to N^2. At Wan2.1-14B 720p (B = 1, N = 75,600, H = 40, D = 128,
-// bf16, 95%, diagonal P): 1.6 GB with the copies, 27 MB without. Text tokens add the video rows'
-// dense part over the text keys, O_vt (4 B*N*H*D bytes, over the k and v copies when they exist)
-// and two lse partials (8 B*N*H bytes).
+// bf16, 95%, diagonal P): 27 MB by default, 1.6 GB with the copies. Text tokens add the video
+// rows' dense part over the text keys, O_vt (4 B*N*H*D bytes, over the k and v copies when they
+// exist) and two lse partials (8 B*N*H bytes).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -71,13 +71,13 @@ struct SparseLayerSettings {
   // Text tokens in each sequence, attended densely both ways: L = N + text_tokens.
   std::int64_t text_tokens = 0;
   TextPosition text_position = TextPosition::kAfter;
-  // true: gather k and v into tile-major copies that attention loads by TMA (the fastest; q's
-  // rows are read through the order, AttentionParams::read_queries_through_order); false: no
-  // copies, attention reads q, k and v through the order (AttentionParams::read_through_order),
-  // full boxes of the grid by TMA and edge tiles by row gathers: 1.5 GB less workspace at
-  // Wan2.1-14B 720p at the same speed there (bench/RESULTS.md, 08:45-09:10). Python:
-  // low_memory=True.
-  bool reordered_copies = true;
+  // false (default): no copies, attention reads q, k and v through the order
+  // (AttentionParams::read_through_order), full boxes of the grid by TMA and edge tiles by row
+  // gathers; true: the gather also makes tile-major copies of k and v that attention loads by
+  // TMA (q's rows still read through the order, AttentionParams::read_queries_through_order):
+  // 1.5 GB more workspace at Wan2.1-14B 720p and no faster there or at 480p (bench/RESULTS.md,
+  // 08:45-09:20); it can pay on grids with few full boxes. Python: low_memory=False.
+  bool reordered_copies = false;
 };
 
 class SparseAttentionPlan {
