@@ -38,9 +38,9 @@ struct AttentionParams {
   // out_order[out_head_group[h] * N + r] of q, k and v. Attention then runs in tile-major order
   // straight on frame-major inputs, with no reordered copies. Needs out_order and Nq == Nk.
   bool read_through_order = false;
-  // Read q alone through out_order, k and v as given (tile-major copies): the sparse call's
-  // default, which so needs no copy of q (its rows are loaded once per query tile, k and v rows
-  // once per listed key tile). Needs out_order.
+  // Read q alone through out_order, k and v as given (tile-major copies): the sparse call with
+  // reordered copies of k and v, which so needs no copy of q (its rows are loaded once per query
+  // tile, k and v rows once per listed key tile). Needs out_order.
   bool read_queries_through_order = false;
   // With read_through_order, optionally what out_order is: group g of out_order is
   // tile_major_order(box_grid, box_shapes[g]) (box_grid.tokens() == N). The Hopper kernel then

@@ -409,6 +409,15 @@ TEST_P(AttentionGpu, MatchesCpuReference) {
   }
 }
 
+// A case read through the tile-major orders of `grid` (kBoxShapes), told of its full boxes.
+AttentionCase boxes_case(const char* tag, std::int64_t batch, Grid grid, std::int64_t heads,
+                         std::int64_t dim, Lists lists, DType dtype, DType out_dtype,
+                         bool padded_layout) {
+  AttentionCase c{tag, batch, grid.tokens(), heads, dim, lists, dtype, out_dtype, padded_layout};
+  c.permuted = true, c.grid = grid, c.boxes = true;
+  return c;
+}
+
 // Awkward shapes: N = 1, 127, 129, 1000, 32760; 1 and 40 heads; every list kind.
 const AttentionCase kCases[] = {
     {"small", 1, 1, 1, 128, Lists::kDense},
@@ -442,62 +451,10 @@ const AttentionCase kCases[] = {
     {"big", 1, 32760, 2, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, true, false, true},
     // Tile-major orders with full boxes, loaded by TMA (8x9x20: 8 and 10 of 12 tiles; 9x18x36:
     // 36 of 46), the edge tiles by row gathers; a padded token stride.
-    {"small",
-     2,
-     1440,
-     2,
-     128,
-     Lists::kRandom,
-     DType::kBF16,
-     DType::kBF16,
-     false,
-     true,
-     false,
-     false,
-     {8, 9, 20},
-     true},
-    {"small",
-     1,
-     1440,
-     3,
-     64,
-     Lists::kFull,
-     DType::kF16,
-     DType::kF32,
-     true,
-     true,
-     false,
-     false,
-     {8, 9, 20},
-     true},
-    {"mid",
-     2,
-     5832,
-     3,
-     128,
-     Lists::kRandom,
-     DType::kBF16,
-     DType::kBF16,
-     false,
-     true,
-     false,
-     false,
-     {9, 18, 36},
-     true},
-    {"mid",
-     1,
-     5832,
-     2,
-     64,
-     Lists::kSameTile,
-     DType::kF16,
-     DType::kBF16,
-     true,
-     true,
-     false,
-     false,
-     {9, 18, 36},
-     true},
+    boxes_case("small", 2, {8, 9, 20}, 2, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false),
+    boxes_case("small", 1, {8, 9, 20}, 3, 64, Lists::kFull, DType::kF16, DType::kF32, true),
+    boxes_case("mid", 2, {9, 18, 36}, 3, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false),
+    boxes_case("mid", 1, {9, 18, 36}, 2, 64, Lists::kSameTile, DType::kF16, DType::kBF16, true),
     // The index in CSR form.
     {"small", 2, 300, 3, 128, Lists::kRandom, DType::kBF16, DType::kBF16, false, false, true},
     {"small", 1, 129, 2, 64, Lists::kEmpty, DType::kF16, DType::kF32, false, false, true},

@@ -32,10 +32,10 @@
 //       box per panel (make_box_tensor_map), thread 0 issuing it and arriving for all 128
 //       loaders, and the consumers skip the proxy fence for it; only edge tiles gather rows
 //       (11-25% of tiles at 21x45x80; the kernel 9% faster than all-rows, RESULTS 08:45-09:20;
-//       the producer spills 48 bytes at its 40 registers since). With
-//       read_queries_through_order (the plan's default: tile-major copies of k and v only) warp 0
-//       gathers each Q tile's rows and its lane 0
-//       issues the K and V TMA loads: Q is loaded once per item, K and V once per listed tile.
+//       the producer spills 48 bytes at its 40 registers since). With read_queries_through_order
+//       (the plan with reordered_copies: tile-major copies of k and v only) warp 0 gathers each
+//       Q tile's rows and its lane 0 issues the K and V TMA loads: Q is loaded once per item, K
+//       and V once per listed tile.
 //   WG1, WG2 consumers: query rows 0-63 and 64-127 of the tile. Per key tile:
 //       S[64 x 128] = Q K^T       wgmma m64n128k16 SS (A = Q, B = K, both K-major in smem), D/16
 //                                 instructions; fp32 accumulators, 64 registers.
@@ -439,9 +439,7 @@ __global__ void __launch_bounds__(HopperTile<kDim>::kThreads, 1)
 
     // Tiles read through the order at or past `gathered_from` were gathered (full boxes before
     // it came by TMA and need no proxy fence); never, when k and v are not read through it.
-    const int gathered_from = !p.read_through_order ? 0x7FFFFFFF
-                              : p.box_groups == 0   ? 0
-                                                    : full_box_tiles(p, it.h);
+    const int gathered_from = p.read_through_order ? full_box_tiles(p, it.h) : 0x7FFFFFFF;
     wait_loaded(q_full, round & 1, p.read_queries_through_order || it.q_tile >= gathered_from);
     if (list.count == 0) {
       __syncwarp();
