@@ -49,24 +49,60 @@ class Veda:
         self.lib = ctypes.CDLL(path)
         f = self.lib.veda_attention_forward
         f.restype = ctypes.c_int
-        f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_int64] * 5 + [
-            ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-            ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64]
+        f.argtypes = (
+            [ctypes.c_void_p] * 3
+            + [ctypes.c_int]
+            + [ctypes.c_int64] * 5
+            + [
+                ctypes.POINTER(ctypes.c_int64),
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_float,
+                ctypes.c_void_p,
+                ctypes.c_int,
+                ctypes.c_void_p,
+                ctypes.c_int,
+                ctypes.c_void_p,
+                ctypes.c_char_p,
+                ctypes.c_int64,
+            ]
+        )
         self.error = ctypes.create_string_buffer(1024)
 
     def __call__(self, q, k, v, out, counts=None, indices=None, lse=None, kernel=-1):
         b, n, h, d = q.shape
-        strides = (ctypes.c_int64 * 15)(*q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-                                        *out.stride()[:3], *(lse.stride() if lse is not None
-                                                             else (0, 0, 0)))
+        strides = (ctypes.c_int64 * 15)(
+            *q.stride()[:3],
+            *k.stride()[:3],
+            *v.stride()[:3],
+            *out.stride()[:3],
+            *(lse.stride() if lse is not None else (0, 0, 0)),
+        )
         budget = indices.shape[-1] if indices is not None else 0
         rc = self.lib.veda_attention_forward(
-            q.data_ptr(), k.data_ptr(), v.data_ptr(), DTYPE_CODE[q.dtype], b, n, k.shape[1], h, d,
-            strides, counts.data_ptr() if counts is not None else None,
-            indices.data_ptr() if indices is not None else None, budget, 1.0 / math.sqrt(d),
-            out.data_ptr(), DTYPE_CODE[out.dtype], lse.data_ptr() if lse is not None else None,
-            kernel, torch.cuda.current_stream().cuda_stream, self.error, len(self.error))
+            q.data_ptr(),
+            k.data_ptr(),
+            v.data_ptr(),
+            DTYPE_CODE[q.dtype],
+            b,
+            n,
+            k.shape[1],
+            h,
+            d,
+            strides,
+            counts.data_ptr() if counts is not None else None,
+            indices.data_ptr() if indices is not None else None,
+            budget,
+            1.0 / math.sqrt(d),
+            out.data_ptr(),
+            DTYPE_CODE[out.dtype],
+            lse.data_ptr() if lse is not None else None,
+            kernel,
+            torch.cuda.current_stream().cuda_stream,
+            self.error,
+            len(self.error),
+        )
         if rc != 0:
             raise ValueError(self.error.value.decode())
 
@@ -130,8 +166,9 @@ def flex_block_mask(counts, indices, n):
     full = torch.zeros((b, h, tiles, tiles), dtype=torch.int32, device="cuda")
     full[..., :keep] = indices
     empty = torch.zeros((b, h, tiles), dtype=torch.int32, device="cuda")
-    return BlockMask.from_kv_blocks(empty, full.clone(), counts, full, BLOCK_SIZE=128,
-                                    seq_lengths=(n, n))
+    return BlockMask.from_kv_blocks(
+        empty, full.clone(), counts, full, BLOCK_SIZE=128, seq_lengths=(n, n)
+    )
 
 
 def cudnn_attention(q, k, v):
@@ -160,8 +197,9 @@ def run(args):
         tiles = math.ceil(n / 128)
         for batch in args.batch:
             for d in args.dims:
-                q, k, v = (torch.randn((batch, n, heads, d), device="cuda", dtype=dtype)
-                           for _ in range(3))
+                q, k, v = (
+                    torch.randn((batch, n, heads, d), device="cuda", dtype=dtype) for _ in range(3)
+                )
                 # cuDNN and Flex get [B, H, N, D] contiguous copies: their best case.
                 qh, kh, vh = (x.transpose(1, 2).contiguous() for x in (q, k, v))
                 out = torch.empty_like(q)
@@ -171,8 +209,11 @@ def run(args):
                 cudnn_ms, _ = time_call(cudnn, args.budget)
                 reference = cudnn().transpose(1, 2)
                 cudnn_tflops = dense_flop / cudnn_ms / 1e9
-                print(f"[cudnn] N={n} H={heads} B={batch} D={d}: {cudnn_ms:.2f} ms "
-                      f"{cudnn_tflops:.0f} TFLOP/s", flush=True)
+                print(
+                    f"[cudnn] N={n} H={heads} B={batch} D={d}: {cudnn_ms:.2f} ms "
+                    f"{cudnn_tflops:.0f} TFLOP/s",
+                    flush=True,
+                )
 
                 for sparsity in args.sparsity:
                     patterns = ["dense"] if sparsity == 0 else args.patterns
@@ -182,22 +223,35 @@ def run(args):
                             counts = indices = None
                             idx_full = torch.arange(tiles, device="cuda", dtype=torch.int32)
                             idx_full = idx_full.expand(batch, heads, tiles, tiles).contiguous()
-                            cnt_full = torch.full((batch, heads, tiles), tiles, device="cuda",
-                                                  dtype=torch.int32)
+                            cnt_full = torch.full(
+                                (batch, heads, tiles), tiles, device="cuda", dtype=torch.int32
+                            )
                             flop = dense_flop
                         else:
-                            counts, indices = make_index(pattern, batch, heads, tiles, keep, grid,
-                                                         generator)
+                            counts, indices = make_index(
+                                pattern, batch, heads, tiles, keep, grid, generator
+                            )
                             idx_full, cnt_full = indices, counts
                             flop = kept_flop(indices, n, d)
-                        row = {"n": n, "heads": heads, "batch": batch, "dim": d,
-                               "dtype": args.dtype, "sparsity": sparsity, "pattern": pattern,
-                               "kept_tiles_per_row": keep, "key_tiles": tiles, "kept_flop": flop,
-                               "cudnn_dense_ms": cudnn_ms, "cudnn_dense_tflops": cudnn_tflops}
+                        row = {
+                            "n": n,
+                            "heads": heads,
+                            "batch": batch,
+                            "dim": d,
+                            "dtype": args.dtype,
+                            "sparsity": sparsity,
+                            "pattern": pattern,
+                            "kept_tiles_per_row": keep,
+                            "key_tiles": tiles,
+                            "kept_flop": flop,
+                            "cudnn_dense_ms": cudnn_ms,
+                            "cudnn_dense_tflops": cudnn_tflops,
+                        }
                         for name, kernel in args.kernels:
                             try:
-                                fn = functools.partial(veda, q, k, v, out, counts, indices,
-                                                       kernel=kernel)
+                                fn = functools.partial(
+                                    veda, q, k, v, out, counts, indices, kernel=kernel
+                                )
                                 ms, reps = time_call(fn, args.budget)
                             except ValueError as error:
                                 row[f"{name}_error"] = str(error)
@@ -235,9 +289,13 @@ def run(args):
 
 def table(results, kernels):
     name = kernels[0][0]
-    lines = [(f"{'N':>6} {'H':>2} {'B':>1} {'D':>3} {'pattern':>7} {'sp%':>5} {'cuDNN TF':>8} "
-              f"{name + ' ms':>10} {'TF':>5} {'%cuDNN':>6} {'x cuDNN':>7} {'flex TF':>7} "
-              f"{'x flex':>6} {'err':>7}")]
+    lines = [
+        (
+            f"{'N':>6} {'H':>2} {'B':>1} {'D':>3} {'pattern':>7} {'sp%':>5} {'cuDNN TF':>8} "
+            f"{name + ' ms':>10} {'TF':>5} {'%cuDNN':>6} {'x cuDNN':>7} {'flex TF':>7} "
+            f"{'x flex':>6} {'err':>7}"
+        )
+    ]
     for r in results:
         tf = r.get(f"{name}_tflops")
         err = r.get(f"{name}_rel_error_vs_flex", r.get(f"{name}_rel_error_vs_cudnn"))
@@ -249,15 +307,17 @@ def table(results, kernels):
             f"{r.get(f'{name}_speedup_vs_cudnn', float('nan')):>7.2f} "
             f"{r.get('flex_tflops', float('nan')):>7.0f} "
             f"{r.get(f'{name}_speedup_vs_flex', float('nan')):>6.2f} "
-            f"{err if err is not None else float('nan'):>7.1e}")
+            f"{err if err is not None else float('nan'):>7.1e}"
+        )
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lib", required=True, help="path of libveda_attention_capi.so")
-    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."),
-                                                      "attention_bench.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.environ.get("OUT", "."), "attention_bench.json")
+    )
     parser.add_argument("--n", type=int, nargs="+", default=[32760, 75600, 147600])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 64])
@@ -266,26 +326,39 @@ def main():
     parser.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
     parser.add_argument("--kernel", choices=["auto", "hopper", "portable", "both"], default="auto")
     parser.add_argument("--no-flex", dest="flex", action="store_false")
-    parser.add_argument("--budget", type=float, default=0.5,
-                        help="seconds of repeats per measurement (at least 3 repeats)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=0.5,
+        help="seconds of repeats per measurement (at least 3 repeats)",
+    )
     args = parser.parse_args()
-    args.kernels = {"auto": [("veda", -1)], "hopper": [("veda", 0)],
-                    "portable": [("portable", 1)],
-                    "both": [("veda", 0), ("portable", 1)]}[args.kernel]
+    args.kernels = {
+        "auto": [("veda", -1)],
+        "hopper": [("veda", 0)],
+        "portable": [("portable", 1)],
+        "both": [("veda", 0), ("portable", 1)],
+    }[args.kernel]
     started = time.time()
     results = run(args)
     # The device copy of the tree has no .git: the caller passes VEDA_COMMIT.
     commit = os.environ.get("VEDA_COMMIT", "")
     if not commit:
         try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True, check=False).stdout.strip()
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ).stdout.strip()
         except OSError:
             commit = ""
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "cudnn": torch.backends.cudnn.version(), "commit": commit, "argv": sys.argv,
-            "seconds": time.time() - started,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    meta = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version(),
+        "commit": commit,
+        "argv": sys.argv,
+        "seconds": time.time() - started,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
