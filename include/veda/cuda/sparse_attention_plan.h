@@ -75,7 +75,8 @@ struct SparseLayerSettings {
   // (AttentionParams::read_through_order), full boxes of the grid by TMA and edge tiles by row
   // gathers; true: the gather also makes tile-major copies of k and v that attention loads by
   // TMA (q's rows still read through the order, AttentionParams::read_queries_through_order):
-  // 1.5 GB more workspace at Wan2.1-14B 720p and no faster there or at 480p (bench/RESULTS.md,
+  // 1.5 GB more workspace at Wan2.1-14B 720p and no faster there or at 480p, 2-5% faster at
+  // 147,600 tokens (k and v of a head outgrow the L2; 3.0 GB more there) (bench/RESULTS.md,
   // 08:45-09:20); it can pay on grids with few full boxes. Python: low_memory=False.
   bool reordered_copies = false;
 };
