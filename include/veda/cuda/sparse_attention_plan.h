@@ -77,7 +77,7 @@ struct SparseLayerSettings {
   // TMA (q's rows still read through the order, AttentionParams::read_queries_through_order):
   // 1.5 GB more workspace at Wan2.1-14B 720p and no faster there or at 480p, 2-5% faster at
   // 147,600 tokens (k and v of a head outgrow the L2; 3.0 GB more there) (bench/RESULTS.md,
-  // 08:45-09:20); it can pay on grids with few full boxes. Python: low_memory=False.
+  // 08:45-10:10); it can pay on grids with few full boxes. Python: low_memory=False.
   bool reordered_copies = false;
 };
 

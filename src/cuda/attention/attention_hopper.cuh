@@ -31,7 +31,7 @@
 //       tile that is a full box of the grid (tile_major_order puts those first) loads as one 5-D
 //       box per panel (make_box_tensor_map), thread 0 issuing it and arriving for all 128
 //       loaders, and the consumers skip the proxy fence for it; only edge tiles gather rows
-//       (11-25% of tiles at 21x45x80; the kernel 9% faster than all-rows, RESULTS 08:45-09:20;
+//       (11-25% of tiles at 21x45x80; the kernel 9% faster than all-rows, RESULTS 08:45-10:10;
 //       the producer spills 48 bytes at its 40 registers since). With read_queries_through_order
 //       (the plan with reordered_copies: tile-major copies of k and v only) warp 0 gathers each
 //       Q tile's rows and its lane 0 issues the K and V TMA loads: Q is loaded once per item, K
