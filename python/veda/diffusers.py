@@ -303,9 +303,8 @@ def enable(
         raise ValueError(f"dense_steps is {dense_steps!r}; expected a non-negative integer")
     if not isinstance(low_memory, bool):
         raise TypeError(f"low_memory is a {type(low_memory).__name__}; expected True or False")
+    # A schedule replaces the profile's sparsities through the processors' per-value profiles.
     schedule = _check_step_sparsity(step_sparsity, sparsity)
-    if schedule:
-        sparsity = schedule[0]  # replaces the profile's sparsities below, as `sparsity` does
     layers_dense = tuple(sorted(set(dense_layers)))
     config = VedaConfig(
         VedaConfig.sparsity if sparsity is None else float(sparsity),

@@ -245,6 +245,15 @@ def test_explicit_sparsity_replaces_the_profiles(wan_transformer, wan_inputs, tm
     assert not torch.allclose(sparse, run(wan_transformer, wan_inputs), atol=ATOL_DENSE)
 
 
+def test_step_sparsity_replaces_the_profiles(wan_transformer, wan_inputs, tmp_path):
+    # The profile's shapes at each scheduled sparsity: a one-value schedule runs as `sparsity`.
+    path = write_profile(tmp_path / "p.json", 2, 2, ["1x8x16", "4x4x8"], 0.0)
+    vd.enable(wan_transformer, profile=path, sparsity=0.95)
+    uniform = run(wan_transformer, wan_inputs)
+    vd.enable(wan_transformer, profile=path, step_sparsity=[0.95])
+    assert torch.equal(run(wan_transformer, wan_inputs), uniform)
+
+
 def test_profile_that_does_not_fit_the_model_is_rejected(wan_transformer, tmp_path):
     path = write_profile(tmp_path / "p.json", 2, 3, ["1x8x16"] * 3, 0.9)
     with pytest.raises(ValueError, match="layer 0 has 3 heads but transformer has 2"):
