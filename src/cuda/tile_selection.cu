@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "tf32x3_mma.cuh"
 #include "veda/block_index.h"
@@ -358,9 +359,39 @@ struct RowKeys {
 // Calls store(position, key, tile) for the row's chosen tiles in tile order, position counting
 // them from 0 (warp ballots): every candidate with key > cut, the first `equal_needed` (in tile
 // order) of those with key == cut (kth_best's cut), and the own tile where `with_own`.
+// for_each_cached_chosen: from the first kKeys cached keys, where the row's keys are all in
+// them (rows of up to 32 kCachedKeys / 2 tiles; the 40-slice form spills), unrolled so that the
+// slices' ballots issue back to back. Cached keys are 0 at own and past Tk, and cut > 0
+// (kth_best's cut >= the smallest candidate key - 1 >= order_key(-inf) - 1), so neither a key
+// compare nor a tie takes them; own's key is passed as 0 (stored only by the write-out).
+template <int kKeys, typename Store>
+__device__ __forceinline__ void for_each_cached_chosen(const RowKeys& row, unsigned cut,
+                                                       int equal_needed, bool with_own,
+                                                       const Store& store) {
+  const int lane = threadIdx.x % 32;
+  const unsigned lower_lanes = (1u << lane) - 1u;
+  int written = 0, equal_before = 0;
+#pragma unroll
+  for (int i = 0; i < kKeys; ++i) {
+    const int j = lane + 32 * i;
+    const unsigned key = row.cached[i];
+    const unsigned equal = __ballot_sync(kFullWarp, key == cut);
+    const bool taken_equal =
+        (equal >> lane & 1u) && equal_before + __popc(equal & lower_lanes) < equal_needed;
+    const bool chosen = (with_own && j == row.own) || key > cut || taken_equal;
+    const unsigned chosen_lanes = __ballot_sync(kFullWarp, chosen);
+    if (chosen) store(written + __popc(chosen_lanes & lower_lanes), key, j);
+    written += __popc(chosen_lanes);
+    equal_before += __popc(equal);
+  }
+}
+
 template <typename Store>
 __device__ __forceinline__ void for_each_chosen(const RowKeys& row, unsigned cut, int equal_needed,
                                                 bool with_own, const Store& store) {
+  if (row.in_registers && row.k_tiles <= 32 * kCachedKeys / 2) {
+    return for_each_cached_chosen<kCachedKeys / 2>(row, cut, equal_needed, with_own, store);
+  }
   const int lane = threadIdx.x % 32;
   const unsigned lower_lanes = (1u << lane) - 1u;
   int written = 0, equal_before = 0;
@@ -523,11 +554,29 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
   const int rows = static_cast<int>(min(std::int64_t{kRows}, args.q_tiles - first));
   const float* q = args.q_hat + (head_row * args.q_tiles + first) * width;
   const float* k = args.k_hat + head_row * args.k_tiles * width;
-  for (int e = threadIdx.x; e < 16 * kMTiles * width; e += kThreads) {
-    const int r = e / width, d = e % width;
-    const int word = a_fragment_word<kMTiles>(r, d);
-    split_tf32(r < rows ? q[r * width + d] : 0.0f, q_fragments[word],
-               q_fragments[word + kTailOffset]);
+  // The rows' descriptors: kSplitLoads float4 loads in flight per thread before any is split
+  // (in one loop, each shared store waits for its load: a chain of L2 latencies).
+  constexpr int kSplitLoads = 4;
+  const int elements = 16 * kMTiles * width;  // D' is a multiple of 16
+  for (int first_element = 4 * threadIdx.x; first_element < elements;
+       first_element += 4 * kSplitLoads * kThreads) {
+    float4 loaded[kSplitLoads];
+#pragma unroll
+    for (int i = 0; i < kSplitLoads; ++i) {
+      const int e = first_element + 4 * i * kThreads;
+      loaded[i] = e < elements && e / width < rows ? *reinterpret_cast<const float4*>(q + e)
+                                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int i = 0; i < kSplitLoads; ++i) {
+      const int e = first_element + 4 * i * kThreads;
+      const float values[4] = {loaded[i].x, loaded[i].y, loaded[i].z, loaded[i].w};
+#pragma unroll
+      for (int c = 0; c < 4 && e < elements; ++c) {
+        const int word = a_fragment_word<kMTiles>(e / width, e % width + c);
+        split_tf32(values[c], q_fragments[word], q_fragments[word + kTailOffset]);
+      }
+    }
   }
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -632,6 +681,15 @@ void tile_selection_cuda(const TileSelectionParams& params, cudaStream_t stream)
   VEDA_CHECK(params.q_tiles <= 2147483647 && params.heads <= 65535 && params.batch <= 65535,
              "tile selection grid of ", params.q_tiles, " tiles x ", params.heads, " heads x ",
              params.batch, " batches exceeds the launch limits");
+  const std::pair<const void*, const char*> read_by_vectors[] = {
+      {params.q_descriptors, "q_descriptors"},
+      {params.k_descriptors, "k_descriptors"},
+      {params.workspace, "workspace"}};
+  for (const auto& [pointer, name] : read_by_vectors) {
+    VEDA_CHECK(reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0,
+               "tile selection reads descriptors 16 bytes at a time; ", name, " at ", pointer,
+               " is not 16-byte aligned");
+  }
   const std::int64_t width = descriptor_width(params.dim);
   const auto heads = static_cast<unsigned>(params.heads);
   const auto batch = static_cast<unsigned>(params.batch);
