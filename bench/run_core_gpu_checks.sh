@@ -25,7 +25,7 @@ if grep -E "C75(18|20)" "$OUT/core_build.log"; then echo "ptxas serialised wgmma
 echo "build: $(( $(date +%s) - start )) s"
 timeout 300 "$BUILD/tests/gpu/veda_gpu_tests" --gtest_brief=1 2>&1 | tail -15
 tests_rc=${PIPESTATUS[0]}
-small='*b1_n1_*:*nq127*:*n129*:*grid1x1x1*:*grid3x10x21*:*tq1_*:*tq96*:*cumulative50*'
+small='*b1_n1_*:*nq127*:*n129*:*grid1x1x1*:*grid3x10x21*:*grid3x8x16*:*grid4x9x16*:*tq1_*:*tq96*:*cumulative50*'
 for tool in ${CORE_SANITIZERS:-memcheck racecheck}; do
   # The plan cases run the attention kernel too, whose racecheck takes minutes: memcheck only.
   filter="$small"

@@ -1,5 +1,5 @@
 #include <algorithm>
-#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <span>
 
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherLa
   for (int c = column; c < packs; c += columns) {  // loops only when D / kVector > 256
     float sum[kVector], max[kVector], min[kVector];
 #pragma unroll
-    for (int v = 0; v < kVector; ++v) sum[v] = 0.0f, max[v] = -FLT_MAX, min[v] = FLT_MAX;
+    for (int v = 0; v < kVector; ++v) sum[v] = 0.0f, max[v] = -INFINITY, min[v] = INFINITY;
     for (int first = group; first < rows; first += groups * kRowsInFlight) {
       Row loaded[kRowsInFlight];
 #pragma unroll
@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(kGatherThreads, 2) tile_gather_kernel(GatherLa
   __syncthreads();
   const std::int64_t channels = args.descriptors ? args.width : dim;
   for (std::int64_t d = threadIdx.x; d < channels; d += blockDim.x) {
-    float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
+    float sum = 0.0f, max = -INFINITY, min = INFINITY;
     for (int g = 0; g < groups && d < dim; ++g) {
       const float* theirs = partial + g * 3 * dim + d;
       sum += theirs[kTileMean * dim];
@@ -216,7 +216,7 @@ __global__ void __launch_bounds__(kTileTokens) tile_gather_bulk_kernel(GatherLau
   }
   const std::int64_t channels = args.descriptors ? args.width : args.stats ? dim : 0;
   for (std::int64_t d = threadIdx.x; d < channels; d += blockDim.x) {
-    float sum = 0.0f, max = -FLT_MAX, min = FLT_MAX;
+    float sum = 0.0f, max = -INFINITY, min = INFINITY;
     for (int r = 0; r < rows && d < dim; ++r) {
       const float value = to_float(staged[r * dim + d]);
       sum += value;

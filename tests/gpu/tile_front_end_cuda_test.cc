@@ -6,6 +6,7 @@
 #include <cmath>
 #include <deque>
 #include <iterator>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <span>
@@ -35,28 +36,56 @@ std::vector<float> normal_values(std::size_t count, std::uint32_t seed, float sc
   return values;
 }
 
+// got within tolerance x (1 + |want|) of want, or equal to it (infinities), or both NaN.
+::testing::AssertionResult close_to(float got, float want, float tolerance) {
+  if (got == want || (std::isnan(got) && std::isnan(want)) ||
+      std::abs(got - want) <= tolerance * (1.0f + std::abs(want))) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "got " << got << ", expected " << want;
+}
+
 struct GatherCase {
   std::int64_t batch;
   Grid grid;
   std::int64_t heads, dim;
+  DType dtype = DType::kBF16;  // or kF16
 };
+
+// 16-bit elements of x (dtype bf16 or f16) from normal values, with a few infinities: column 0
+// of one token row +inf, column 1 of the next -inf, so some tiles' maxima and minima are
+// infinite and their means too.
+std::vector<std::uint16_t> gather_input(std::size_t count, std::int64_t dim, DType dtype,
+                                        std::uint32_t seed) {
+  const auto values = normal_values(count, seed);
+  std::vector<std::uint16_t> x(count);
+  for (std::size_t n = 0; n < count; ++n) {
+    x[n] = dtype == DType::kBF16 ? float_to_bf16(values[n]) : float_to_f16(values[n]);
+  }
+  const auto row = static_cast<std::size_t>(dim);
+  if (count >= 8 * row) {
+    const float inf = std::numeric_limits<float>::infinity();
+    x[3 * row] = dtype == DType::kBF16 ? float_to_bf16(inf) : float_to_f16(inf);
+    x[4 * row + 1] = dtype == DType::kBF16 ? float_to_bf16(-inf) : float_to_f16(-inf);
+  }
+  return x;
+}
 
 class TileGatherCuda : public ::testing::TestWithParam<GatherCase> {};
 
 TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  const auto [batch, grid, heads, dim] = GetParam();
+  const auto [batch, grid, heads, dim, dtype] = GetParam();
   const std::int64_t tokens = grid.tokens(), tiles = tile_count(tokens);
-  std::vector<std::uint16_t> x(static_cast<std::size_t>(batch * tokens * heads * dim));
-  const auto values = normal_values(x.size(), 3);
-  for (std::size_t n = 0; n < x.size(); ++n) x[n] = float_to_bf16(values[n]);
+  const std::vector<std::uint16_t> x =
+      gather_input(static_cast<std::size_t>(batch * tokens * heads * dim), dim, dtype, 3);
   std::vector<std::int32_t> order = tile_major_order(grid, {1, 8, 16});
   const std::vector<std::int32_t> second = tile_major_order(grid, {4, 4, 8});
   order.insert(order.end(), second.begin(), second.end());
   std::vector<std::int32_t> head_group(static_cast<std::size_t>(heads));
   for (std::int64_t h = 0; h < heads; ++h) head_group[h] = static_cast<std::int32_t>(h % 2);
 
-  TileGatherParams params{TokensView::contiguous(x.data(), DType::kBF16, batch, tokens, heads, dim),
+  TileGatherParams params{TokensView::contiguous(x.data(), dtype, batch, tokens, heads, dim),
                           order.data(), 2, head_group.data()};
   std::vector<std::uint16_t> tiled(x.size());
   std::vector<float> stats(static_cast<std::size_t>(batch * heads * tiles * 3 * dim));
@@ -74,7 +103,7 @@ TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
   EXPECT_EQ(tiled_device.download<std::uint16_t>(), tiled);  // a permutation: bit-exact
   const auto got = stats_device.download<float>();
   for (std::size_t n = 0; n < stats.size(); ++n) {
-    ASSERT_NEAR(got[n], stats[n], 1e-5f * (1.0f + std::abs(stats[n]))) << "element " << n;
+    ASSERT_TRUE(close_to(got[n], stats[n], 1e-5f)) << "element " << n;
   }
 
   // Descriptors alone (the plan's launch): diagonal P of global heads, then none (tile means).
@@ -100,7 +129,7 @@ TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const auto got_descriptors = descriptors_device.download<float>();
     for (std::size_t n = 0; n < descriptors.size(); ++n) {
-      ASSERT_NEAR(got_descriptors[n], descriptors[n], 4e-5f * (1.0f + std::abs(descriptors[n])))
+      ASSERT_TRUE(close_to(got_descriptors[n], descriptors[n], 4e-5f))
           << "element " << n << (projected ? ", diagonal P" : ", no projection");
     }
   }
@@ -110,7 +139,7 @@ TEST_P(TileGatherCuda, MatchesCpuReferenceWithTwoShapeGroups) {
 // copy of v, each against its own CPU gather.
 TEST_P(TileGatherCuda, GathersThreeTensorsInOneLaunch) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  const auto [batch, grid, heads, dim] = GetParam();
+  const auto [batch, grid, heads, dim, dtype] = GetParam();
   const std::int64_t tokens = grid.tokens(), tiles = tile_count(tokens);
   const auto elements = static_cast<std::size_t>(batch * tokens * heads * dim);
   const auto descriptor_floats =
@@ -123,18 +152,17 @@ TEST_P(TileGatherCuda, GathersThreeTensorsInOneLaunch) {
   const auto diagonal = normal_values(static_cast<std::size_t>(heads * 3 * dim), 7, 0.5f);
   const DeviceBuffer order_device(order), group_device(head_group), diagonal_device(diagonal);
 
-  std::vector<std::vector<std::uint16_t>> x(3, std::vector<std::uint16_t>(elements));
+  std::vector<std::vector<std::uint16_t>> x(3);
   std::vector<std::vector<std::uint16_t>> tiled(3);
   std::vector<std::vector<float>> descriptors(3);
   std::deque<DeviceBuffer> x_device, tiled_device, descriptors_device;  // not movable
   TileGatherParams cpu[3], gpu[3];
   for (int t = 0; t < 3; ++t) {
-    const auto values = normal_values(elements, 10 + t);
-    for (std::size_t n = 0; n < elements; ++n) x[t][n] = float_to_bf16(values[n]);
+    x[t] = gather_input(elements, dim, dtype, 10 + t);
     if (t > 0) tiled[t].resize(elements);                 // k and v: tile-major copies
     if (t < 2) descriptors[t].resize(descriptor_floats);  // q and k: descriptors
-    cpu[t] = {TokensView::contiguous(x[t].data(), DType::kBF16, batch, tokens, heads, dim),
-              order.data(), 2, head_group.data()};
+    cpu[t] = {TokensView::contiguous(x[t].data(), dtype, batch, tokens, heads, dim), order.data(),
+              2, head_group.data()};
     cpu[t].x_tiled = tiled[t].empty() ? nullptr : tiled[t].data();
     cpu[t].descriptors = descriptors[t].empty() ? nullptr : descriptors[t].data();
     cpu[t].diagonal_projection = diagonal.data();
@@ -160,7 +188,7 @@ TEST_P(TileGatherCuda, GathersThreeTensorsInOneLaunch) {
     if (descriptors[t].empty()) continue;
     const auto got = descriptors_device[t].download<float>();
     for (std::size_t n = 0; n < got.size(); ++n) {
-      ASSERT_NEAR(got[n], descriptors[t][n], 4e-5f * (1.0f + std::abs(descriptors[t][n])))
+      ASSERT_TRUE(close_to(got[n], descriptors[t][n], 4e-5f))
           << "tensor " << t << ", element " << n;
     }
   }
@@ -168,16 +196,20 @@ TEST_P(TileGatherCuda, GathersThreeTensorsInOneLaunch) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, TileGatherCuda,
-    // D = 64 and 128 take bulk copies on Hopper; 264 the 16-byte register
-    // path (a tile over 64 KB); 36 and 300 the element-wise path (rows not
-    // 16-byte multiples), 300 with a row over more than one pass.
+    // D = 64 to 256 take bulk copies on Hopper (bf16 and f16); 264 the 16-byte register path
+    // (a tile over 64 KB); 36 and 300 the element-wise path (rows not 16-byte multiples), 300
+    // with a row over more than one pass.
     ::testing::Values(GatherCase{1, {1, 1, 1}, 1, 64}, GatherCase{2, {3, 10, 21}, 3, 128},
                       GatherCase{1, {21, 45, 16}, 4, 64}, GatherCase{1, {2, 5, 7}, 2, 36},
-                      GatherCase{2, {1, 3, 50}, 1, 300}, GatherCase{1, {2, 3, 40}, 2, 264}),
+                      GatherCase{2, {1, 3, 50}, 1, 300}, GatherCase{1, {2, 3, 40}, 2, 264},
+                      GatherCase{1, {3, 8, 16}, 2, 256, DType::kF16},
+                      GatherCase{2, {2, 8, 24}, 3, 192},
+                      GatherCase{1, {4, 9, 16}, 5, 128, DType::kF16}),
     [](const auto& test) {
       const GatherCase& c = test.param;
       return "b" + std::to_string(c.batch) + "_grid" + c.grid.str() + "_h" +
-             std::to_string(c.heads) + "_d" + std::to_string(c.dim);
+             std::to_string(c.heads) + "_d" + std::to_string(c.dim) + "_" +
+             std::string(dtype_name(c.dtype));
     });
 
 struct SelectionCase {
@@ -431,6 +463,26 @@ TEST(TileSelectionCudaErrors, NamesTheKeyTileLimit) {
     FAIL() << "expected veda::Error";
   } catch (const Error& error) {
     EXPECT_NE(std::string(error.what()).find("8193 key tiles"), std::string::npos) << error.what();
+  }
+}
+
+// Given descriptors are read 16 bytes at a time: a pointer off that alignment is refused before
+// anything is launched (host pointers stand in; none is read).
+TEST(TileSelectionCudaErrors, NamesUnalignedDescriptors) {
+  std::int32_t dummy = 0;
+  alignas(16) float descriptors[8] = {};
+  TileSelectionParams params;
+  params.q_descriptors = descriptors + 1, params.k_descriptors = descriptors;
+  params.batch = params.heads = 1, params.q_tiles = params.k_tiles = 1, params.dim = 4;
+  params.budget = 1, params.scale = 0.5f, params.counts = params.indices = &dummy;
+  try {
+    tile_selection_cuda(params, nullptr);
+    FAIL() << "expected veda::Error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("q_descriptors at"), std::string::npos)
+        << error.what();
+    EXPECT_NE(std::string(error.what()).find("not 16-byte aligned"), std::string::npos)
+        << error.what();
   }
 }
 
