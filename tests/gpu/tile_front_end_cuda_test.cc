@@ -52,9 +52,9 @@ struct GatherCase {
   DType dtype = DType::kBF16;  // or kF16
 };
 
-// 16-bit elements of x (dtype bf16 or f16) from normal values, with a few infinities: column 0
-// of one token row +inf, column 1 of the next -inf, so some tiles' maxima and minima are
-// infinite and their means too.
+// 16-bit elements of x (dtype bf16 or f16) from normal values, with two infinities: channel 0
+// of the fourth D-element row (a head of a token) +inf, channel 1 of the fifth -inf, so some
+// tiles' maxima or minima are infinite and their means too.
 std::vector<std::uint16_t> gather_input(std::size_t count, std::int64_t dim, DType dtype,
                                         std::uint32_t seed) {
   const auto values = normal_values(count, seed);
