@@ -356,57 +356,54 @@ struct RowKeys {
   }
 };
 
-// Calls store(position, key, tile) for the row's chosen tiles in tile order, position counting
-// them from 0 (warp ballots): every candidate with key > cut, the first `equal_needed` (in tile
-// order) of those with key == cut (kth_best's cut), and the own tile where `with_own`.
-// for_each_cached_chosen: from the first kKeys cached keys, where the row's keys are all in
-// them (rows of up to 32 kCachedKeys / 2 tiles; the 40-slice form spills), unrolled so that the
-// slices' ballots issue back to back. Cached keys are 0 at own and past Tk, and cut > 0
-// (kth_best's cut >= the smallest candidate key - 1 >= order_key(-inf) - 1), so neither a key
-// compare nor a tie takes them; own's key is passed as 0 (stored only by the write-out).
-template <int kKeys, typename Store>
-__device__ __forceinline__ void for_each_cached_chosen(const RowKeys& row, unsigned cut,
-                                                       int equal_needed, bool with_own,
-                                                       const Store& store) {
-  const int lane = threadIdx.x % 32;
-  const unsigned lower_lanes = (1u << lane) - 1u;
+// The write-out's running state over slices of 32 tiles in tile order (tile j = base + lane):
+// take() stores a slice's chosen tiles at their positions, counting from 0 (warp ballots):
+// every candidate with key > cut, the first `equal_needed` (in tile order) of those with
+// key == cut (kth_best's cut), and the own tile where `with_own`.
+struct ChosenSlices {
+  unsigned cut;
+  int equal_needed;
+  bool with_own;
   int written = 0, equal_before = 0;
-#pragma unroll
-  for (int i = 0; i < kKeys; ++i) {
-    const int j = lane + 32 * i;
-    const unsigned key = row.cached[i];
-    const unsigned equal = __ballot_sync(kFullWarp, key == cut);
-    const bool taken_equal =
-        (equal >> lane & 1u) && equal_before + __popc(equal & lower_lanes) < equal_needed;
-    const bool chosen = (with_own && j == row.own) || key > cut || taken_equal;
-    const unsigned chosen_lanes = __ballot_sync(kFullWarp, chosen);
-    if (chosen) store(written + __popc(chosen_lanes & lower_lanes), key, j);
-    written += __popc(chosen_lanes);
-    equal_before += __popc(equal);
-  }
-}
 
-template <typename Store>
-__device__ __forceinline__ void for_each_chosen(const RowKeys& row, unsigned cut, int equal_needed,
-                                                bool with_own, const Store& store) {
-  if (row.in_registers && row.k_tiles <= 32 * kCachedKeys / 2) {
-    return for_each_cached_chosen<kCachedKeys / 2>(row, cut, equal_needed, with_own, store);
-  }
-  const int lane = threadIdx.x % 32;
-  const unsigned lower_lanes = (1u << lane) - 1u;
-  int written = 0, equal_before = 0;
-  for (int base = 0; base < row.k_tiles; base += 32) {
-    const int j = base + lane;
-    const unsigned key = j < row.k_tiles ? row.keys[j] : 0u;
-    const bool candidate = j < row.k_tiles && j != row.own;
+  template <typename Store>
+  __device__ __forceinline__ void take(int own, int j, unsigned key, bool candidate,
+                                       const Store& store) {
+    const int lane = threadIdx.x % 32;
+    const unsigned lower_lanes = (1u << lane) - 1u;
     const unsigned equal = __ballot_sync(kFullWarp, candidate && key == cut);
     const bool taken_equal =
         (equal >> lane & 1u) && equal_before + __popc(equal & lower_lanes) < equal_needed;
-    const bool chosen = (with_own && j == row.own) || (candidate && key > cut) || taken_equal;
+    const bool chosen = (with_own && j == own) || (candidate && key > cut) || taken_equal;
     const unsigned chosen_lanes = __ballot_sync(kFullWarp, chosen);
     if (chosen) store(written + __popc(chosen_lanes & lower_lanes), key, j);
     written += __popc(chosen_lanes);
     equal_before += __popc(equal);
+  }
+};
+
+// Calls store(position, key, tile) for the row's chosen tiles in tile order (ChosenSlices).
+// Where the row's keys are all in the first kCachedKeys / 2 cached ones (rows of up to
+// 32 kCachedKeys / 2 tiles; the 40-slice form spills), from those, unrolled so that the slices'
+// ballots issue back to back: cached keys are 0 at own and past Tk, and cut > 0 (kth_best's
+// cut >= the smallest candidate key - 1 >= order_key(-inf) - 1), so every cached key counts as a
+// candidate and own's key is passed as 0 (stored only by the write-out). Else from shared memory.
+template <typename Store>
+__device__ __forceinline__ void for_each_chosen(const RowKeys& row, unsigned cut, int equal_needed,
+                                                bool with_own, const Store& store) {
+  const int lane = threadIdx.x % 32;
+  ChosenSlices slices{cut, equal_needed, with_own};
+  if (row.in_registers && row.k_tiles <= 32 * kCachedKeys / 2) {
+#pragma unroll
+    for (int i = 0; i < kCachedKeys / 2; ++i) {
+      slices.take(row.own, lane + 32 * i, row.cached[i], true, store);
+    }
+    return;
+  }
+  for (int base = 0; base < row.k_tiles; base += 32) {
+    const int j = base + lane;
+    const unsigned key = j < row.k_tiles ? row.keys[j] : 0u;
+    slices.take(row.own, j, key, j < row.k_tiles && j != row.own, store);
   }
 }
 

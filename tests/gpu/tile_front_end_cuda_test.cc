@@ -57,16 +57,14 @@ struct GatherCase {
 // tiles' maxima or minima are infinite and their means too.
 std::vector<std::uint16_t> gather_input(std::size_t count, std::int64_t dim, DType dtype,
                                         std::uint32_t seed) {
-  const auto values = normal_values(count, seed);
+  std::vector<float> values = normal_values(count, seed);
+  if (count >= 8 * static_cast<std::size_t>(dim)) {
+    values[3 * dim] = std::numeric_limits<float>::infinity();
+    values[4 * dim + 1] = -std::numeric_limits<float>::infinity();
+  }
   std::vector<std::uint16_t> x(count);
   for (std::size_t n = 0; n < count; ++n) {
-    x[n] = dtype == DType::kBF16 ? float_to_bf16(values[n]) : float_to_f16(values[n]);
-  }
-  const auto row = static_cast<std::size_t>(dim);
-  if (count >= 8 * row) {
-    const float inf = std::numeric_limits<float>::infinity();
-    x[3 * row] = dtype == DType::kBF16 ? float_to_bf16(inf) : float_to_f16(inf);
-    x[4 * row + 1] = dtype == DType::kBF16 ? float_to_bf16(-inf) : float_to_f16(-inf);
+    store_from_float(x.data(), dtype, static_cast<std::int64_t>(n), values[n]);
   }
   return x;
 }
