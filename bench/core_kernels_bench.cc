@@ -30,7 +30,8 @@
 //   front-diag+ the same difference for front-diag's launches placed before / after the kernel
 //   host[-rows] host time to enqueue the plan and the kernel alone
 // Milliseconds are medians of 5 runs after a warm-up, timed with CUDA events.
-// Environment: VEDA_BENCH_SIZE=<substring> times only the sizes whose name contains it;
+// Environment: VEDA_BENCH_SIZE=<substring> times only the sizes whose name contains it (the
+// 147,600-token size, a 10-second 720p clip, only then);
 // VEDA_BENCH_ORACLE=0 skips the oracle (seconds at 75,600 tokens), e.g. under a profiler;
 // VEDA_BENCH_FRONT_END_ONLY=1 stops each size after the front end's rows (gather to select);
 // VEDA_BENCH_BUSY_GB (default 1) sizes the memset queued ahead of each alternated timing.
@@ -158,6 +159,7 @@ struct Size {
   const char* name;
   veda::Grid grid;
   std::int64_t heads;
+  bool named_only = false;  // timed only when VEDA_BENCH_SIZE names it
 };
 
 bool env_is(const char* name, const char* value) {
@@ -173,8 +175,11 @@ int main() {
   const bool time_oracle = !env_is("VEDA_BENCH_ORACLE", "0");
   std::printf("%-26s %-11s %10s %12s\n", "size", "kernel", "ms", "rate");
   for (const Size& size : {Size{"wan1.3b-480p n32760 h12", {21, 30, 52}, 12},
-                           Size{"wan14b-720p n75600 h40", {21, 45, 80}, 40}}) {
-    if (size_filter != nullptr && std::strstr(size.name, size_filter) == nullptr) continue;
+                           Size{"wan14b-720p n75600 h40", {21, 45, 80}, 40},
+                           Size{"wan14b-720p-10s n147600 h40", {41, 45, 80}, 40, true}}) {
+    if (size_filter != nullptr ? std::strstr(size.name, size_filter) == nullptr : size.named_only) {
+      continue;
+    }
     const std::int64_t tokens = size.grid.tokens(), heads = size.heads;
     const std::int64_t elements = tokens * heads * kDim, tiles = veda::tile_count(tokens);
     std::vector<std::uint16_t> host(static_cast<std::size_t>(elements));

@@ -216,33 +216,53 @@ struct SelectLayout {
 };
 
 // One row's keys, cached in registers (tile lane + 32 i in cached[i]) for rows of up to
-// 32 kCachedKeys tiles, read from shared memory for longer ones. The own tile holds key 0, below
-// every logit's (order_key(-inf) > 0), so it never counts among the candidates.
-constexpr int kCachedKeys = 40;  // Tk <= 1280 (163,840 tokens)
+// 32 kCachedKeys tiles, read from shared memory for longer ones. The own tile holds key 0,
+// below every logit's (order_key(-inf) > 0), so it never counts among the candidates.
+constexpr int kCachedKeys = 20;  // Tk <= 640 (81,920 tokens)
+
+// Once kth_best's lower bound leaves at most 32 kCompactSlots - 1 candidates, they and the own
+// tile are compacted in tile order into kCompactSlots keys and tiles a lane (through the warp's
+// scratch, into cached[]), and the search's further counts and the write-out read those
+// instead of the row.
+constexpr int kCompactSlots = 4;
+constexpr int kNoTile = 0x7FFFFFFF;  // the tile of an empty compact slot: never own
 
 struct RowKeys {
   const unsigned* keys;  // shared [Tk]
   int k_tiles, own;
   bool in_registers;
   unsigned cached[kCachedKeys];
+  uint2* scratch;  // the warp's, >= 32 kCompactSlots pairs, or nullptr: never compacted
+  // kth_best's candidates >= its bound and the own tile (key 0), in tile order, where compacted:
+  // slot s of lane holds the (lane + 32 s)-th, its key in cached[s] and its tile in
+  // cached[kCompactSlots + s]; empty slots key 0, tile kNoTile.
+  bool compacted = false;
+  __device__ __forceinline__ unsigned compact_key(int s) const { return cached[s]; }
+  __device__ __forceinline__ int compact_tile(int s) const {
+    return static_cast<int>(cached[kCompactSlots + s]);
+  }
 
-  __device__ RowKeys(const unsigned* row, int tiles, int own_tile)
-      : keys(row), k_tiles(tiles), own(own_tile), in_registers(tiles <= 32 * kCachedKeys) {
+  __device__ RowKeys(const unsigned* row, int tiles, int own_tile, uint2* warp_scratch)
+      : keys(row),
+        k_tiles(tiles),
+        own(own_tile),
+        in_registers(tiles <= 32 * kCachedKeys),
+        scratch(warp_scratch) {
+    if (!in_registers) return;
     const int lane = static_cast<int>(threadIdx.x) % 32;
 #pragma unroll
     for (int i = 0; i < kCachedKeys; ++i) {
       const int j = lane + 32 * i;
-      cached[i] = in_registers && j < k_tiles && j != own ? keys[j] : 0u;
+      cached[i] = j < k_tiles && j != own ? keys[j] : 0u;
     }
   }
 
   // Candidate keys >= bound (bound > 0), counted over the warp. Registers: a fixed unrolled
-  // count over the first kKeys cached keys (the rest hold 0), four independent sums.
-  template <int kKeys>
+  // count (the keys past Tk hold 0), four independent sums.
   __device__ __forceinline__ int count_cached(unsigned bound) const {
     int n[4] = {};
 #pragma unroll
-    for (int i = 0; i < kKeys; ++i) {
+    for (int i = 0; i < kCachedKeys; ++i) {
       // A compare and a predicated increment (the compiler's own form is a select: 3 instead).
       asm("{\n .reg .pred ge;\n setp.ge.u32 ge, %1, %2;\n @ge add.s32 %0, %0, 1;\n}"
           : "+r"(n[i % 4])
@@ -252,30 +272,30 @@ struct RowKeys {
   }
   __device__ __forceinline__ int count_at_least(unsigned bound) const {
     int n = 0;
-    if (!in_registers) {
+    if (compacted) {
+#pragma unroll
+      for (int s = 0; s < kCompactSlots; ++s) n += compact_key(s) >= bound;
+    } else if (!in_registers) {
       for (int j = static_cast<int>(threadIdx.x) % 32; j < k_tiles; j += 32) {
         n += j != own && keys[j] >= bound;
       }
-    } else if (k_tiles <= 32 * kCachedKeys / 2) {
-      n = count_cached<kCachedKeys / 2>(bound);
     } else {
-      n = count_cached<kCachedKeys>(bound);
+      n = count_cached(bound);
     }
     return static_cast<int>(__reduce_add_sync(kFullWarp, static_cast<unsigned>(n)));
   }
 
   // The row's candidates: smallest and largest key, and the mean and standard deviation of
-  // their logits (NaN where a logit is infinite). Registers: the first kKeys cached keys.
+  // their logits (NaN where a logit is infinite).
   struct Summary {
     unsigned smallest, largest;
     float mean, deviation;
   };
-  template <int kKeys>
   __device__ __forceinline__ Summary summary_cached() const {
     unsigned low = 0xFFFFFFFFu, high = 0u;
     float sum = 0.0f, squares = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kKeys; ++i) {
+    for (int i = 0; i < kCachedKeys; ++i) {
       const bool candidate = cached[i] != 0u;
       const float score = candidate ? key_score(cached[i]) : 0.0f;
       low = min(low, candidate ? cached[i] : 0xFFFFFFFFu);
@@ -286,8 +306,7 @@ struct RowKeys {
     return reduce_summary(low, high, sum, squares);
   }
   __device__ __forceinline__ Summary summary() const {
-    if (in_registers && k_tiles <= 32 * kCachedKeys / 2) return summary_cached<kCachedKeys / 2>();
-    if (in_registers) return summary_cached<kCachedKeys>();
+    if (in_registers) return summary_cached();
     unsigned low = 0xFFFFFFFFu, high = 0u;
     float sum = 0.0f, squares = 0.0f;
     for (int j = static_cast<int>(threadIdx.x) % 32; j < k_tiles; j += 32) {
@@ -320,14 +339,16 @@ struct RowKeys {
   // (the middle key where logits are infinite). Ends when count(>= low) == need or the
   // interval is one key wide. Counts a row (warp-wide, simulated): ~5 on normal logits, ~7 on
   // log-normal ones, 25-60 on rows of many ties (small integers), 33 for a bitwise bisection.
-  __device__ __forceinline__ void kth_best(int need, unsigned& cut, int& equal_needed) const {
+  __device__ __forceinline__ void kth_best(int need, unsigned& cut, int& equal_needed) {
     const int candidates = k_tiles - (own >= 0 ? 1 : 0);
+    compacted = false;
     const Summary row = summary();
     unsigned low = row.smallest, high = row.largest + 1u;  // order_key(+inf) < 0xFFFFFFFF
     int count_low = candidates, count_high = 0;
     float guess = row.mean - row.deviation * normcdfinvf((need + 0.5f) / candidates);
     bool halve = false;
     while (count_low != need && high - low > 1u) {
+      if (!compacted && scratch != nullptr && count_low < 32 * kCompactSlots) compact(low);
       const float from = key_score(low), to = key_score(high);
       float score = 0.5f * from + 0.5f * to;
       if (isfinite(guess)) {
@@ -353,6 +374,41 @@ struct RowKeys {
     } else {
       cut = low, equal_needed = need - count_high;
     }
+  }
+
+  // Fills compact_key / compact_tile with the candidates >= bound (> 0; at most
+  // 32 kCompactSlots - 1 of them) and the own tile.
+  __device__ __forceinline__ void compact(unsigned bound) {
+    const int lane = static_cast<int>(threadIdx.x) % 32;
+    const unsigned lower_lanes = (1u << lane) - 1u;
+    int placed = 0;
+    const auto place = [&](bool member, unsigned key, int j) {
+      const unsigned members = __ballot_sync(kFullWarp, member);
+      if (member) scratch[placed + __popc(members & lower_lanes)] = make_uint2(key, j);
+      placed += __popc(members);
+    };
+    if (in_registers) {
+#pragma unroll
+      for (int i = 0; i < kCachedKeys; ++i) {  // own's cached key is 0
+        const int j = lane + 32 * i;
+        place(cached[i] >= bound || j == own, cached[i], j);
+      }
+    } else {
+      for (int base = 0; base < k_tiles; base += 32) {
+        const int j = base + lane;
+        const unsigned key = j < k_tiles && j != own ? keys[j] : 0u;
+        place(key >= bound || j == own, key, j);
+      }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int s = 0; s < kCompactSlots; ++s) {
+      const int p = lane + 32 * s;
+      cached[s] = p < placed ? scratch[p].x : 0u;
+      cached[kCompactSlots + s] = p < placed ? scratch[p].y : static_cast<unsigned>(kNoTile);
+    }
+    __syncwarp();  // read by every lane before anything overwrites it
+    compacted = true;
   }
 };
 
@@ -382,20 +438,28 @@ struct ChosenSlices {
   }
 };
 
-// Calls store(position, key, tile) for the row's chosen tiles in tile order (ChosenSlices).
-// Where the row's keys are all in the first kCachedKeys / 2 cached ones (rows of up to
-// 32 kCachedKeys / 2 tiles; the 40-slice form spills), from those, unrolled so that the slices'
-// ballots issue back to back: cached keys are 0 at own and past Tk, and cut > 0 (kth_best's
-// cut >= the smallest candidate key - 1 >= order_key(-inf) - 1), so every cached key counts as a
-// candidate and own's key is passed as 0 (stored only by the write-out). Else from shared memory.
+// Calls store(position, key, tile) for the row's chosen tiles in tile order (ChosenSlices):
+// from the compacted candidates where kth_best compacted them (they include every chosen tile:
+// the cut is at or above the bound they were compacted at); else from the cached keys; both
+// unrolled so that the slices' ballots issue back to back. There own's key and the keys past Tk
+// are 0, and cut > 0 (kth_best's cut >= the smallest candidate key - 1 >= order_key(-inf) - 1),
+// so every key counts as a candidate and own is stored only by the write-out. Else from shared
+// memory.
 template <typename Store>
 __device__ __forceinline__ void for_each_chosen(const RowKeys& row, unsigned cut, int equal_needed,
                                                 bool with_own, const Store& store) {
   const int lane = threadIdx.x % 32;
   ChosenSlices slices{cut, equal_needed, with_own};
-  if (row.in_registers && row.k_tiles <= 32 * kCachedKeys / 2) {
+  if (row.compacted) {  // the same: own and empty slots hold key 0
 #pragma unroll
-    for (int i = 0; i < kCachedKeys / 2; ++i) {
+    for (int s = 0; s < kCompactSlots; ++s) {
+      slices.take(row.own, row.compact_tile(s), row.compact_key(s), true, store);
+    }
+    return;
+  }
+  if (row.in_registers) {
+#pragma unroll
+    for (int i = 0; i < kCachedKeys; ++i) {
       slices.take(row.own, lane + 32 * i, row.cached[i], true, store);
     }
     return;
@@ -436,7 +500,7 @@ constexpr int kCandidateSlots = 4;
 // 32 kCandidateSlots and `scratch_size`), they are compacted once, each lane weighs and ranks
 // its kCandidateSlots of them, and the count is bisected over warp sums of those weights; else
 // each bisection step selects the best n tiles again and sums their weights.
-__device__ __forceinline__ int cumulative_selection(const RowKeys& row, int cap, double threshold,
+__device__ __forceinline__ int cumulative_selection(RowKeys& row, int cap, double threshold,
                                                     uint2* scratch, int scratch_size, unsigned& cut,
                                                     int& equal_needed) {
   const int lane = threadIdx.x % 32, k_tiles = row.k_tiles, own = row.own;
@@ -623,7 +687,7 @@ __global__ void __launch_bounds__(kThreads, 2) select_kernel(SelectArgs args) {
     const std::int64_t tile = first + r;
     const unsigned* row_keys = keys + r * k_tiles;
     const int own = args.keep_own_tile && tile < k_tiles ? static_cast<int>(tile) : -1;
-    const RowKeys row(row_keys, k_tiles, own);
+    RowKeys row(row_keys, k_tiles, own, scratch_size >= 32 * kCompactSlots ? scratch : nullptr);
     const int cap = static_cast<int>(args.budget) - (own >= 0 ? 1 : 0);
     unsigned cut = 0xFFFFFFFFu;  // above every key: only the own tile when need is 0
     int equal_needed = 0;

@@ -405,6 +405,12 @@ INSTANTIATE_TEST_SUITE_P(
         // Tk = 4000: keys of 32 rows exceed shared memory,
         // so blocks of 4 query tiles.
         SelectionCase{1, 1, 21, 4000, 64, 200, true, true},
+        // Rows past the 640 key tiles held in registers: the search counts keys in shared
+        // memory until few enough are left to compact (147,600 tokens at 95%: 58 of 1,154).
+        SelectionCase{1, 2, 40, 1154, 128, 58, true, true},
+        SelectionCase{1, 1, 33, 700, 64, 35, false, true, true},
+        SelectionCase{1, 2, 33, 1154, 128, 58, true, true, false, 0.9},
+        SelectionCase{1, 2, 21, 700, 64, 20, false, true, true, 0.0, false, false, true},
         SelectionCase{2, 2, 40, 40, 64, 7, false, true, true},
         SelectionCase{1, 1, 33, 65, 64, 65, false, false, true},
         // Cumulative thresholds on even heads.
