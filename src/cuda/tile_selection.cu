@@ -339,7 +339,10 @@ struct RowKeys {
   // (the middle key where logits are infinite). Ends when count(>= low) == need or the
   // interval is one key wide. Counts a row (warp-wide, simulated): ~5 on normal logits, ~7 on
   // log-normal ones, 25-60 on rows of many ties (small integers), 33 for a bitwise bisection.
-  __device__ __forceinline__ void kth_best(int need, unsigned& cut, int& equal_needed) {
+  // `final_search`: no later kth_best on this row, so the search may compact (compact()
+  // overwrites the cached keys).
+  __device__ __forceinline__ void kth_best(int need, unsigned& cut, int& equal_needed,
+                                           bool final_search = true) {
     const int candidates = k_tiles - (own >= 0 ? 1 : 0);
     compacted = false;
     const Summary row = summary();
@@ -348,7 +351,9 @@ struct RowKeys {
     float guess = row.mean - row.deviation * normcdfinvf((need + 0.5f) / candidates);
     bool halve = false;
     while (count_low != need && high - low > 1u) {
-      if (!compacted && scratch != nullptr && count_low < 32 * kCompactSlots) compact(low);
+      if (final_search && !compacted && scratch != nullptr && count_low < 32 * kCompactSlots) {
+        compact(low);
+      }
       const float from = key_score(low), to = key_score(high);
       float score = 0.5f * from + 0.5f * to;
       if (isfinite(guess)) {
@@ -376,8 +381,8 @@ struct RowKeys {
     }
   }
 
-  // Fills compact_key / compact_tile with the candidates >= bound (> 0; at most
-  // 32 kCompactSlots - 1 of them) and the own tile.
+  // Compacts the candidates >= bound (> 0; at most 32 kCompactSlots - 1 of them) and the own
+  // tile into cached[] (compact_key, compact_tile).
   __device__ __forceinline__ void compact(unsigned bound) {
     const int lane = static_cast<int>(threadIdx.x) % 32;
     const unsigned lower_lanes = (1u << lane) - 1u;
@@ -536,7 +541,7 @@ __device__ __forceinline__ int cumulative_selection(RowKeys& row, int cap, doubl
     const auto mass_of_best = [&](int n) {
       unsigned n_cut;
       int n_equal;
-      row.kth_best(n, n_cut, n_equal);
+      row.kth_best(n, n_cut, n_equal, false);  // searched again: the cached keys must stay
       double mass = 0.0;
       for (int j = lane; j < k_tiles; j += 32) {
         if (j != own && keys[j] > n_cut) mass += weight(keys[j]);

@@ -419,6 +419,10 @@ INSTANTIATE_TEST_SUITE_P(
         SelectionCase{1, 2, 30, 50, 64, 50, false, true, true, 1.0},
         SelectionCase{1, 2, 591, 591, 128, 60, true, true, false, 0.9},
         SelectionCase{1, 2, 21, 4000, 64, 400, true, true, false, 0.5},
+        // More than 128 tiles may be taken from rows held in registers: the mass bisection
+        // searches the row again and again, so only the last search may compact.
+        SelectionCase{1, 2, 33, 300, 64, 150, false, true, false, 0.9},
+        SelectionCase{1, 2, 33, 300, 64, 150, false, true, true, 0.5},
         // Diagonal projections ([H, 3, D], the elementwise path).
         SelectionCase{2, 3, 96, 96, 128, 10, true, true, false, 0.0, true},
         SelectionCase{1, 2, 591, 591, 128, 60, true, true, false, 0.9, true},
