@@ -162,6 +162,10 @@ struct Size {
   bool named_only = false;  // timed only when VEDA_BENCH_SIZE names it
 };
 
+// Two shape groups on alternate heads (head h in group h % 2), as a profile limited to 2 shapes
+// per layer would have.
+constexpr veda::TileShape kShapes[2] = {{1, 8, 16}, {8, 4, 4}};
+
 bool env_is(const char* name, const char* value) {
   const char* set = std::getenv(name);
   return set != nullptr && std::strcmp(set, value) == 0;
@@ -207,9 +211,8 @@ int main() {
                   oracle_flop / (oracle_ms * 1e-3) / 1e12);
     }
 
-    // Two shape groups, as a profile limited to 2 shapes per layer would have.
-    std::vector<std::int32_t> order = veda::tile_major_order(size.grid, {1, 8, 16});
-    const std::vector<std::int32_t> second = veda::tile_major_order(size.grid, {8, 4, 4});
+    std::vector<std::int32_t> order = veda::tile_major_order(size.grid, kShapes[0]);
+    const std::vector<std::int32_t> second = veda::tile_major_order(size.grid, kShapes[1]);
     order.insert(order.end(), second.begin(), second.end());
     std::vector<std::int32_t> head_group(static_cast<std::size_t>(heads));
     for (std::int64_t h = 0; h < heads; ++h) head_group[h] = static_cast<std::int32_t>(h % 2);
@@ -352,8 +355,7 @@ int main() {
     sparse.q = view(q), sparse.k = view(k), sparse.v = view(v);
     const double rows_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
     // The same with full boxes loaded by TMA, the other tiles by row gathers: the plan's kernel.
-    const veda::TileShape shapes[2] = {{1, 8, 16}, {8, 4, 4}};
-    sparse.box_grid = size.grid, sparse.box_shapes = shapes;
+    sparse.box_grid = size.grid, sparse.box_shapes = kShapes;
     const double boxes_ms = median_ms([&] { veda::attention_cuda(sparse, nullptr); });
     const veda::AttentionParams rows_kernel = sparse;
     std::printf("%-26s %-11s %10.2f %7.2fx dense\n", size.name, "rowscopy95", identity_ms,
@@ -375,9 +377,8 @@ int main() {
           PlanCase{0.95, false, true}}) {
       veda::SparseLayerSettings settings;
       settings.grid = size.grid, settings.heads = heads, settings.dim = kDim;
-      settings.head_tiles = {{1, 8, 16}, {8, 4, 4}};
-      settings.head_tiles.resize(static_cast<std::size_t>(heads), settings.head_tiles[0]);
-      for (std::int64_t h = 1; h < heads; h += 2) settings.head_tiles[h] = {8, 4, 4};
+      settings.head_tiles.clear();
+      for (std::int64_t h = 0; h < heads; ++h) settings.head_tiles.push_back(kShapes[h % 2]);
       settings.sparsity = sparsity;
       settings.q_projection = settings.k_projection =
           diagonal ? diagonal_device : projection_device;
